@@ -1,0 +1,227 @@
+"""The ``lngossip`` command: ``ingest`` gossip files, or run the ``demo``.
+
+Exit status: 0 on success, 2 when an input cannot be read or an option is
+invalid (the message says which), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lngossip import readers
+from lngossip.errors import GossipError
+from lngossip.ingest import ENGINES, IngestReport, PipelineLike, make_pipeline, replay_as_peers, run
+from lngossip.wire import DECISIONS, MSG_KINDS
+
+__all__ = ["main"]
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def print_report(report: IngestReport, console: Console, title: str) -> None:
+    """Print the decisions table and the throughput/memory summary."""
+    shown = [d for d in DECISIONS if any(report.decisions[k][d] for k in MSG_KINDS)]
+    table = Table(title=title)
+    table.add_column("message type")
+    for d in shown:
+        table.add_column(d, justify="right")
+    table.add_column("total", justify="right")
+    for kind in MSG_KINDS:
+        row = report.decisions[kind]
+        total = sum(row.values())
+        if kind == "unknown" and not total:
+            continue
+        table.add_row(kind, *(f"{row[d]:,}" for d in shown), f"{total:,}")
+    console.print(table)
+    summary = Table(show_header=False, box=None)
+    summary.add_column(justify="right", style="bold")
+    summary.add_column()
+    rows = [
+        ("engine", report.engine),
+        ("messages", f"{report.messages:,}"),
+        ("signatures verified", f"{report.signatures_verified:,}"),
+        ("elapsed", f"{report.elapsed_s:.2f} s"),
+        ("messages/s", f"{report.messages_per_s:,.0f}"),
+        ("signatures/s", f"{report.signatures_per_s:,.0f}"),
+        ("queue high-water", _fmt_bytes(report.queue_high_water_bytes)),
+        ("peak RSS", _fmt_bytes(report.peak_rss_bytes)),
+        ("resyncs", f"{report.resyncs:,}"),
+        ("skipped bytes", f"{report.skipped_bytes:,}"),
+        ("orphans evicted", f"{report.orphans_evicted:,}"),
+    ]
+    if any(report.malformed_reasons.values()):
+        reasons = ", ".join(f"{k} {v}" for k, v in report.malformed_reasons.items() if v)
+        rows.append(("malformed reasons", reasons))
+    if report.accepted_written:
+        rows.append(("written", f"{report.accepted_written:,} accepted messages"))
+    for r in rows:
+        summary.add_row(*r)
+    console.print(summary)
+
+
+def _drive(
+    args: argparse.Namespace,
+    messages: Iterator[bytes] | None,
+    stream: Iterator[tuple[int, bytes]] | None,
+    title: str,
+    finish: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Shared by ``ingest`` and ``demo``: build the engine, run, write, print."""
+    kwargs: dict[str, Any] = {"policy": args.policy}
+    if args.threads is not None:
+        kwargs["threads"] = args.threads
+    pipeline: PipelineLike = make_pipeline(args.engine, **kwargs)
+    if stream is None:
+        assert messages is not None
+        stream = replay_as_peers(messages, args.peers)
+    err = Console(stderr=True)
+    with ExitStack() as stack:
+        writer = None
+        if args.out:
+            writer = stack.enter_context(readers.GspWriter(args.out))
+        show = err.is_terminal and not args.no_progress
+        on_progress = None
+        if show:
+            progress = stack.enter_context(
+                Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    TimeElapsedColumn(),
+                    console=err,
+                    transient=True,
+                )
+            )
+            task = progress.add_task("starting")
+
+            def on_progress(n: int, p: PipelineLike) -> None:
+                c = p.counters()
+                acc = sum(c["decisions"][k]["accepted"] for k in MSG_KINDS)
+                progress.update(
+                    task,
+                    description=(
+                        f"{n:,} messages  {acc:,} accepted  "
+                        f"{c['signatures_verified']:,} signatures  "
+                        f"queue {_fmt_bytes(c['queue_bytes'])}"
+                    ),
+                )
+
+        report = run(
+            pipeline,
+            stream,
+            engine=args.engine,
+            batch=args.batch,
+            on_accepted=writer.write_all if writer is not None else None,
+            on_progress=on_progress,
+        )
+        if writer is not None:
+            report.accepted_written = writer.messages
+    if finish is not None:
+        finish(report)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_report(report, Console(), title)
+    return report
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    reports: list[readers.ReadReport] = []
+
+    def messages() -> Iterator[bytes]:
+        for path in args.files:
+            rep = readers.ReadReport(path=str(path))
+            reports.append(rep)
+            yield from readers.iter_messages(path, rep, fmt=args.format)
+
+    def finish(report: IngestReport) -> None:
+        report.resyncs = sum(r.resyncs for r in reports)
+        report.skipped_bytes = sum(r.skipped_bytes for r in reports)
+        report.files = [vars(r) for r in reports]
+
+    # Open every file once up front so a missing path fails before any work.
+    for path in args.files:
+        with readers.open_maybe_compressed(path):
+            pass
+    _drive(args, messages(), None, "lngossip ingest", finish)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lngossip import gen
+
+    err = Console(stderr=True)
+    err.print(
+        f"demo: signing a synthetic graph of {args.channels:,} channels "
+        f"(deterministic keys), replayed from {args.peers} peers plus one bad peer"
+    )
+    graph = gen.synthetic_graph(args.channels, max(args.channels // 5, 10))
+    stream = gen.demo_stream(graph, peers=args.peers)
+    _drive(args, None, iter(stream), "lngossip demo")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lngossip",
+        description="Ingest Lightning Network gossip (BOLT #7) fast and safely.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, default_peers: int) -> None:
+        p.add_argument("--engine", choices=ENGINES, default="rust", help="default: rust")
+        p.add_argument(
+            "--peers",
+            type=int,
+            default=default_peers,
+            help="replay the input as K interleaved peers (initial-sync duplicate load)",
+        )
+        p.add_argument("--policy", choices=("archive", "live"), default="archive")
+        p.add_argument("--out", metavar="FILE.gsp", help="write accepted messages as GSP")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--threads", type=int, help="verification threads (default: all cores)")
+        p.add_argument("--batch", type=int, default=4096, help="messages per verification batch")
+        p.add_argument("--no-progress", action="store_true", help="no progress display")
+
+    ingest = sub.add_parser("ingest", help="ingest gossip files (GSP, gossip_store, hex)")
+    ingest.add_argument("files", nargs="+", metavar="FILE")
+    ingest.add_argument("--format", choices=readers.FORMATS, default="auto")
+    common(ingest, 1)
+    ingest.set_defaults(func=cmd_ingest)
+
+    demo = sub.add_parser("demo", help="ingest a generated signed graph from 4 peers")
+    demo.add_argument("--channels", type=int, default=3000)
+    common(demo, 4)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lngossip`` command."""
+    args = build_parser().parse_args(argv)
+    if args.peers < 1 or args.batch < 1:
+        print("lngossip: --peers and --batch must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (OSError, GossipError, ValueError) as e:
+        print(f"lngossip: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+

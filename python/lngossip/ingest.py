@@ -1,0 +1,232 @@
+"""Drive a pipeline over a stream of messages and summarise what it decided.
+
+:func:`run` is the loop ``lngossip ingest`` and ``lngossip demo`` use, and
+the one benchmarks time: submit each message for its peer; when a peer's
+share or the queue is full, process a batch and submit again (the
+backpressure a socket reader would apply); process whenever a batch is
+ready; drain at the end. Both engines go through the same loop, so their
+decisions can be compared message by message.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lngossip.wire import MSG_KINDS
+
+__all__ = ["ENGINES", "IngestReport", "make_pipeline", "replay_as_peers", "run"]
+
+ENGINES = ("rust", "baseline")
+#: Messages per ``process`` call: big enough to keep every core busy
+#: (about 0.1 s of verification), small enough to keep the queue short.
+DEFAULT_BATCH = 4096
+
+
+class _Admission(Protocol):
+    @property
+    def seq(self) -> int: ...
+    @property
+    def decision(self) -> str: ...
+
+
+class _Result(Protocol):
+    @property
+    def outcomes(self) -> list[tuple[int, int, str, str, str | None]]: ...
+    @property
+    def accepted(self) -> list[bytes]: ...
+
+
+class PipelineLike(Protocol):
+    """What :func:`run` needs of an engine (both engines provide it)."""
+
+    def submit(self, peer: int, msg: bytes) -> Any: ...
+    def process(self, max_messages: int = ...) -> Any: ...
+    def counters(self) -> dict[str, Any]: ...
+    @property
+    def queued(self) -> int: ...
+
+
+def make_pipeline(engine: str = "rust", **kwargs: Any) -> PipelineLike:
+    """A pipeline of ``engine`` (``"rust"`` or ``"baseline"``) with ``kwargs``.
+
+    Raises:
+        ValueError: for an unknown engine name.
+    """
+    if engine == "rust":
+        from lngossip._core import Pipeline
+
+        return Pipeline(**kwargs)
+    if engine == "baseline":
+        from lngossip.baseline import Pipeline as BaselinePipeline
+
+        return BaselinePipeline(**kwargs)
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
+def replay_as_peers(
+    messages: Iterable[bytes], peers: int, lag: int = 1000
+) -> Iterator[tuple[int, bytes]]:
+    """Replay ``messages`` as ``peers`` peers sending the same stream, peer
+    ``k`` ``k * lag`` messages behind peer 0, interleaved one message each:
+    the duplicate load of an initial sync from ``peers`` peers.
+
+    Streams: holds at most ``(peers - 1) * lag + 1`` messages.
+    """
+    if peers <= 1:
+        yield from ((0, m) for m in messages)
+        return
+    span = (peers - 1) * lag
+    window: deque[bytes] = deque()
+    head = 0  # stream index of window[0]
+    it = iter(messages)
+    exhausted = False
+    step = 0
+    while True:
+        if not exhausted:
+            try:
+                window.append(next(it))
+            except StopIteration:
+                exhausted = True
+        end = head + len(window)
+        if exhausted and step - span >= end:
+            return
+        for k in range(peers):
+            i = step - k * lag
+            if head <= i < end:
+                yield k, window[i - head]
+        step += 1
+        while window and head < step - span:
+            window.popleft()
+            head += 1
+
+
+@dataclass
+class IngestReport:
+    """Summary of one :func:`run`.
+
+    ``decisions`` maps message kind to final-decision counts; times are in
+    seconds, sizes in bytes.
+    """
+
+    engine: str
+    messages: int = 0
+    decisions: dict[str, dict[str, int]] = field(default_factory=dict)
+    signatures_verified: int = 0
+    elapsed_s: float = 0.0
+    peak_rss_bytes: int = 0
+    queue_high_water_bytes: int = 0
+    queue_full: int = 0
+    orphans_evicted: int = 0
+    malformed_reasons: dict[str, int] = field(default_factory=dict)
+    resyncs: int = 0
+    skipped_bytes: int = 0
+    accepted_written: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def messages_per_s(self) -> float:
+        """Submitted messages per second of wall time."""
+        return self.messages / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def signatures_per_s(self) -> float:
+        """Verified signatures per second of wall time."""
+        return self.signatures_verified / self.elapsed_s if self.elapsed_s else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object of ``lngossip ingest``."""
+        return {
+            "engine": self.engine,
+            "messages": self.messages,
+            "decisions": {k: v for k, v in self.decisions.items() if k != "unknown" or any(v.values())},
+            "signatures_verified": self.signatures_verified,
+            "resyncs": self.resyncs,
+            "skipped_bytes": self.skipped_bytes,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "messages_per_s": round(self.messages_per_s, 1),
+            "signatures_per_s": round(self.signatures_per_s, 1),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "queue_high_water_bytes": self.queue_high_water_bytes,
+            "queue_full": self.queue_full,
+            "orphans_evicted": self.orphans_evicted,
+            "malformed_reasons": {k: v for k, v in self.malformed_reasons.items() if v},
+            "accepted_written": self.accepted_written,
+            "files": self.files,
+        }
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (bytes; Linux ``ru_maxrss`` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run(
+    pipeline: PipelineLike,
+    stream: Iterable[tuple[int, bytes]],
+    *,
+    engine: str = "rust",
+    batch: int = DEFAULT_BATCH,
+    on_accepted: Callable[[list[bytes]], None] | None = None,
+    on_decision: Callable[[int, str], None] | None = None,
+    on_progress: Callable[[int, PipelineLike], None] | None = None,
+    progress_every: int = 10_000,
+) -> IngestReport:
+    """Feed ``stream`` of ``(peer, message)`` through ``pipeline`` to the end.
+
+    ``on_accepted`` gets each batch of accepted messages (in dependency
+    order), ``on_decision`` every final decision as ``(seq, decision)``
+    (orphans still held at the end count as ``orphaned``; ``seq`` is the
+    submission order from 0), ``on_progress`` the message count every
+    ``progress_every`` messages.
+    """
+    report = IngestReport(engine=engine)
+    orphans: set[int] = set()
+
+    def drain_one() -> None:
+        res = pipeline.process(batch)
+        if on_decision is not None:
+            for seq, _peer, _kind, d, _reason in res.outcomes:
+                orphans.discard(seq)
+                on_decision(seq, d)
+        if on_accepted is not None and res.accepted:
+            on_accepted(res.accepted)
+
+    t0 = time.perf_counter()
+    n = 0
+    for peer, msg in stream:
+        a = pipeline.submit(peer, msg)
+        while a.decision == "queue_full" and pipeline.queued:
+            # Backpressure: make room by verifying, then offer the message again.
+            drain_one()
+            a = pipeline.submit(peer, msg)
+        if on_decision is not None:
+            if a.decision == "orphaned":
+                orphans.add(a.seq)
+            elif a.decision != "queued":
+                on_decision(a.seq, a.decision)
+        if pipeline.queued >= batch:
+            drain_one()
+        n += 1
+        if on_progress is not None and n % progress_every == 0:
+            on_progress(n, pipeline)
+    while pipeline.queued:
+        drain_one()
+    report.elapsed_s = time.perf_counter() - t0
+    if on_decision is not None:
+        for seq in sorted(orphans):
+            on_decision(seq, "orphaned")
+    c = pipeline.counters()
+    report.messages = n
+    report.decisions = {k: dict(c["decisions"][k]) for k in MSG_KINDS}
+    report.signatures_verified = c["signatures_verified"]
+    report.queue_high_water_bytes = c["queue_high_water_bytes"]
+    report.queue_full = c["queue_full"]
+    report.orphans_evicted = c["orphans_evicted"]
+    report.malformed_reasons = dict(c["malformed_reasons"])
+    report.peak_rss_bytes = peak_rss_bytes()
+    return report

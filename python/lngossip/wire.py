@@ -1,0 +1,195 @@
+"""BOLT #7 gossip constants and a pure-Python parser of the fixed fields.
+
+Used by the pure-Python baseline engine and by :func:`parse_message`. The
+Rust core (``rust/core/src/wire.rs``) implements the same rules; parity tests
+hold the two together.
+
+Layouts (BOLT #7, big-endian, each message starts with its 2-byte type):
+
+* ``channel_announcement`` (256): 4 × 64-byte signatures, ``len`` (u16),
+  ``features``, ``chain_hash`` (32), ``short_channel_id`` (u64),
+  ``node_id_1``, ``node_id_2``, ``bitcoin_key_1``, ``bitcoin_key_2``
+  (33 bytes each). Signed range: bytes 258.. (SHA256d). At least 430 bytes.
+* ``node_announcement`` (257): signature (64), ``flen`` (u16), ``features``,
+  ``timestamp`` (u32, seconds), ``node_id`` (33), ``rgb_color`` (3),
+  ``alias`` (32), ``addrlen`` (u16), ``addresses``. Signed range: 66... At least 142 bytes.
+* ``channel_update`` (258): signature (64), ``chain_hash`` (32),
+  ``short_channel_id`` (u64), ``timestamp`` (u32, seconds),
+  ``message_flags`` (u8), ``channel_flags`` (u8, bit 0 = direction),
+  ``cltv_expiry_delta`` (u16), ``htlc_minimum_msat`` (u64),
+  ``fee_base_msat`` (u32), ``fee_proportional_millionths`` (u32),
+  ``htlc_maximum_msat`` (u64, present when ``message_flags`` bit 0 is set).
+  Signed range: 66... At least 130 bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from lngossip.errors import MalformedMessage
+
+__all__ = [
+    "CHANNEL_ANNOUNCEMENT",
+    "CHANNEL_UPDATE",
+    "DECISIONS",
+    "MAINNET_CHAIN_HASH",
+    "MALFORMED_REASONS",
+    "MSG_KINDS",
+    "NODE_ANNOUNCEMENT",
+    "SIGNED_FROM",
+    "Decision",
+    "Gossip",
+    "kind_of",
+    "parse_message",
+]
+
+CHANNEL_ANNOUNCEMENT = 256
+NODE_ANNOUNCEMENT = 257
+CHANNEL_UPDATE = 258
+
+#: Bitcoin mainnet genesis hash in ``chain_hash`` byte order (32 bytes).
+MAINNET_CHAIN_HASH = bytes.fromhex(
+    "6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000"
+)
+
+#: Start of the signed byte range by message type.
+SIGNED_FROM = {CHANNEL_ANNOUNCEMENT: 258, NODE_ANNOUNCEMENT: 66, CHANNEL_UPDATE: 66}
+MIN_LEN = {CHANNEL_ANNOUNCEMENT: 430, NODE_ANNOUNCEMENT: 142, CHANNEL_UPDATE: 130}
+#: BOLT #1: a message is at most 65535 bytes.
+MAX_MESSAGE_LEN = 65535
+
+#: Counter names of message kinds (``unknown`` for anything that is not 256-258).
+MSG_KINDS = ("channel_announcement", "node_announcement", "channel_update", "unknown")
+_KIND_BY_TYPE = {
+    CHANNEL_ANNOUNCEMENT: "channel_announcement",
+    NODE_ANNOUNCEMENT: "node_announcement",
+    CHANNEL_UPDATE: "channel_update",
+}
+MALFORMED_REASONS = (
+    "too_short",
+    "length_overrun",
+    "bad_public_key",
+    "node_id_order",
+    "unknown_type",
+)
+
+
+class Decision(enum.StrEnum):
+    """What happened to a message; members compare equal to their string values."""
+
+    QUEUED = "queued"
+    """Admitted; a later ``process`` call gives the final decision."""
+    ORPHANED = "orphaned"
+    """``channel_update`` of an unknown channel, held in the bounded orphan cache."""
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    """Same bytes seen before, or a ``channel_announcement`` of a known channel."""
+    STALE = "stale"
+    """Not strictly newer than the stored timestamp (BOLT #7)."""
+    MALFORMED = "malformed"
+    WRONG_CHAIN = "wrong_chain"
+    INVALID_SIGNATURE = "invalid_signature"
+    UNKNOWN_NODE = "unknown_node"
+    """Live policy: ``node_announcement`` of a node without a known channel."""
+    TOO_OLD = "too_old"
+    """Live policy: timestamp more than 14 days behind now."""
+    TOO_NEW = "too_new"
+    """Live policy: timestamp more than 24 h ahead of now."""
+    QUEUE_FULL = "queue_full"
+    """The queue or the peer's share is full; nothing was kept, submit again later."""
+
+
+#: Final decisions counted per message kind (``queued`` and ``queue_full`` are not final).
+DECISIONS = tuple(d.value for d in Decision if d not in (Decision.QUEUED, Decision.QUEUE_FULL))
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """Fixed fields of a parsed gossip message.
+
+    ``short_channel_id`` and ``chain_hash`` are ``None`` for node announcements,
+    ``timestamp`` (seconds) is ``None`` for channel announcements, ``keys`` holds
+    the 33-byte keys a ``channel_announcement`` names (``node_id_1``,
+    ``node_id_2``, ``bitcoin_key_1``, ``bitcoin_key_2``) or the ``node_id``
+    of a ``node_announcement``.
+    """
+
+    type: int
+    chain_hash: bytes | None
+    short_channel_id: int | None
+    timestamp: int | None
+    channel_flags: int
+    keys: tuple[bytes, ...]
+
+    @property
+    def kind(self) -> str:
+        """BOLT #7 name of the message type."""
+        return _KIND_BY_TYPE[self.type]
+
+
+def kind_of(msg: bytes) -> str:
+    """Counter name of the message's type (``unknown`` when not 256-258)."""
+    if len(msg) < 2:
+        return "unknown"
+    return _KIND_BY_TYPE.get(int.from_bytes(msg[:2], "big"), "unknown")
+
+
+def _need(n: int, end: int) -> None:
+    if end > n:
+        raise MalformedMessage("length_overrun")
+
+
+def _key(msg: bytes, off: int) -> bytes:
+    _need(len(msg), off + 33)
+    if msg[off] not in (2, 3):
+        raise MalformedMessage("bad_public_key")
+    return msg[off : off + 33]
+
+
+def parse_message(msg: bytes) -> Gossip:
+    """Parse the fixed fields of one raw BOLT #7 message (type prefix included).
+
+    Raises:
+        MalformedMessage: with ``reason`` ``too_short``, ``length_overrun``,
+            ``bad_public_key`` (key prefix not 0x02/0x03), ``node_id_order``
+            (``node_id_1`` not below ``node_id_2``) or ``unknown_type``.
+    """
+    n = len(msg)
+    if n < 2:
+        raise MalformedMessage("too_short")
+    if n > MAX_MESSAGE_LEN:
+        raise MalformedMessage("length_overrun")
+    t = int.from_bytes(msg[:2], "big")
+    if t not in MIN_LEN:
+        raise MalformedMessage("unknown_type")
+    if n < MIN_LEN[t]:
+        raise MalformedMessage("too_short")
+    # Fields are read in wire order, so the first problem found is the one
+    # reported, exactly as in rust/core/src/wire.rs.
+    if t == CHANNEL_ANNOUNCEMENT:
+        (flen,) = struct.unpack_from(">H", msg, 258)
+        p = 260 + flen
+        _need(n, p + 40)
+        chain_hash = msg[p : p + 32]
+        (scid,) = struct.unpack_from(">Q", msg, p + 32)
+        keys = tuple(_key(msg, p + 40 + 33 * i) for i in range(4))
+        if keys[0] >= keys[1]:
+            raise MalformedMessage("node_id_order")
+        return Gossip(t, chain_hash, scid, None, 0, keys)
+    if t == NODE_ANNOUNCEMENT:
+        (flen,) = struct.unpack_from(">H", msg, 66)
+        p = 68 + flen
+        _need(n, p + 4)
+        (ts,) = struct.unpack_from(">I", msg, p)
+        node_id = _key(msg, p + 4)
+        _need(n, p + 74)
+        (addrlen,) = struct.unpack_from(">H", msg, p + 72)
+        _need(n, p + 74 + addrlen)
+        return Gossip(t, None, None, ts, 0, (node_id,))
+    chain_hash = msg[66:98]
+    scid, ts, message_flags, channel_flags = struct.unpack_from(">QIBB", msg, 98)
+    if message_flags & 1:
+        _need(n, 138)
+    return Gossip(t, chain_hash, scid, ts, channel_flags, ())
