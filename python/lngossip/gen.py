@@ -367,8 +367,10 @@ def _preferential_channels(
     Linear preferential attachment on a list holding each node once per
     channel end (plus a head start for hubs): the first ``max(2, n_nodes //
     50)`` nodes are hubs, hub ``h`` starting with a weight proportional to
-    ``1 / (h + 1)``. Each node ``i >= 1`` first opens one channel to an
-    earlier-or-hub node picked by weight (so every node has a channel); the
+    ``1 / (h + 1)``. Each node ``i >= 1`` first opens one channel to a node
+    picked by weight (10% of the time: uniformly), so every node has a
+    channel as long as ``n_channels >= n_nodes - 1`` (with fewer channels,
+    only the first ``n_channels + 1`` nodes are sure to have one); the
     remaining channels are opened by a uniformly random node (or, 20% of the
     time, one picked by weight) towards a node picked by weight. No
     self-channels; parallel channels between the same two nodes may occur,
@@ -386,7 +388,7 @@ def _preferential_channels(
         pool.append(a)
         pool.append(b)
 
-    for node in range(1, n_nodes):
+    for node in range(1, min(n_nodes, n_channels + 1)):
         while True:
             peer = rng.choice(pool) if rng.random() < 0.9 else rng.randrange(n_nodes)
             if peer != node:
@@ -449,13 +451,15 @@ def synthetic_graph(
     2026-01-01T00:00:00Z) plus up to 4 hours. Channel updates draw a CLTV
     delta, fees and an ``htlc_maximum_msat`` below a random capacity; about
     3% of directions are disabled. Deterministic: the same arguments give
-    the same bytes. Needs ``n_nodes >= 2`` and ``n_channels >= n_nodes - 1``
-    (every node gets a channel, so every node announcement is relayable).
+    the same bytes. Needs ``n_nodes >= 2`` and ``n_channels >= 1``. With
+    ``n_channels >= n_nodes - 1`` every node has a channel, so every node
+    announcement is relayable; with fewer channels the nodes left without one
+    are still announced (a receiver should reject those as unknown nodes).
     """
     if n_nodes < 2:
         raise ValueError(f"n_nodes must be at least 2, not {n_nodes}")
-    if n_channels < n_nodes - 1:
-        raise ValueError(f"n_channels={n_channels} cannot give each of {n_nodes} nodes a channel")
+    if n_channels < 1:
+        raise ValueError(f"n_channels must be at least 1, not {n_channels}")
     rng = random.Random(seed)
     keys = [private_key("node", i) for i in range(n_nodes)]
     ids = [node_id(k) for k in keys]

@@ -9,7 +9,7 @@ Layouts (BOLT #7, big-endian, each message starts with its 2-byte type):
 * ``channel_announcement`` (256): 4 × 64-byte signatures, ``len`` (u16),
   ``features``, ``chain_hash`` (32), ``short_channel_id`` (u64),
   ``node_id_1``, ``node_id_2``, ``bitcoin_key_1``, ``bitcoin_key_2``
-  (33 bytes each). Signed range: bytes 258.. (SHA256d). At least 430 bytes.
+  (33 bytes each). Signed range: bytes 258.. (SHA256d). At least 432 bytes.
 * ``node_announcement`` (257): signature (64), ``flen`` (u16), ``features``,
   ``timestamp`` (u32, seconds), ``node_id`` (33), ``rgb_color`` (3),
   ``alias`` (32), ``addrlen`` (u16), ``addresses``. Signed range: 66... At least 142 bytes.
@@ -56,7 +56,7 @@ MAINNET_CHAIN_HASH = bytes.fromhex(
 
 #: Start of the signed byte range by message type.
 SIGNED_FROM = {CHANNEL_ANNOUNCEMENT: 258, NODE_ANNOUNCEMENT: 66, CHANNEL_UPDATE: 66}
-MIN_LEN = {CHANNEL_ANNOUNCEMENT: 430, NODE_ANNOUNCEMENT: 142, CHANNEL_UPDATE: 130}
+MIN_LEN = {CHANNEL_ANNOUNCEMENT: 432, NODE_ANNOUNCEMENT: 142, CHANNEL_UPDATE: 130}
 #: BOLT #1: a message is at most 65535 bytes.
 MAX_MESSAGE_LEN = 65535
 

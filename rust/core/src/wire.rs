@@ -27,8 +27,8 @@ pub const CHANNEL_ANNOUNCEMENT_SIGNED_FROM: usize = 258;
 /// Signed range start of `node_announcement` and `channel_update`: type (2) + signature (64).
 pub const SINGLE_SIGNED_FROM: usize = 66;
 
-/// Shortest valid `channel_announcement`: 2 + 256 + 2 (`len`) + 32 + 8 + 4 × 33.
-pub const CHANNEL_ANNOUNCEMENT_MIN_LEN: usize = 430;
+/// Shortest valid `channel_announcement`: 2 + 256 + 2 (`len`) + 32 + 8 + 4 × 33 = 432.
+pub const CHANNEL_ANNOUNCEMENT_MIN_LEN: usize = 432;
 /// Shortest valid `node_announcement`: 2 + 64 + 2 + 4 + 33 + 3 + 32 + 2.
 pub const NODE_ANNOUNCEMENT_MIN_LEN: usize = 142;
 /// Shortest valid `channel_update` (without `htlc_maximum_msat`, as before 2022):

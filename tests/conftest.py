@@ -1,0 +1,69 @@
+"""Shared fixtures: where the shared data lives, and a helper that runs an
+engine over messages and returns every message's final decision."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lngossip import readers
+from lngossip.ingest import make_pipeline, run
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL = DATA / "real"
+TOPOLOGY = DATA / "topology" / "mainnet-2026-02-topology.gsp.xz"
+LNRESEARCH = sorted((REAL / "lnresearch").glob("*.gsp"))
+CLN_STORE = REAL / "cln" / "cln_gossip_store-part1+2"
+ENGINES = ("rust", "baseline")
+
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+
+
+def read_all(*paths: Path) -> list[bytes]:
+    """Every message of ``paths`` in order (any supported format)."""
+    out: list[bytes] = []
+    for p in paths:
+        out.extend(readers.iter_messages(p, readers.ReadReport(path=str(p))))
+    return out
+
+
+_topology_cache: dict[int, list[bytes]] = {}
+
+
+def topology(n: int) -> list[bytes]:
+    """The first ``n`` messages of the topology dataset (cached per session)."""
+    if n not in _topology_cache:
+        it = readers.iter_messages(TOPOLOGY, readers.ReadReport(path=str(TOPOLOGY)))
+        _topology_cache[n] = list(itertools.islice(it, n))
+    return _topology_cache[n]
+
+
+def decide_all(
+    engine: str,
+    stream: Iterable[tuple[int, bytes]],
+    batch: int = 1024,
+    **kwargs: Any,
+) -> tuple[list[str], dict[str, Any], list[bytes]]:
+    """Run ``engine`` over ``stream``; returns (decision per message in
+    submission order, counters, accepted messages)."""
+    p = make_pipeline(engine, **kwargs)
+    decisions: dict[int, str] = {}
+    accepted: list[bytes] = []
+
+    def on_decision(seq: int, d: str) -> None:
+        assert seq not in decisions, f"message {seq} decided twice"
+        decisions[seq] = d
+
+    run(p, stream, engine=engine, batch=batch, on_decision=on_decision, on_accepted=accepted.extend)
+    # a message handed back as queue_full is resubmitted under a new seq;
+    # sorting keeps submission order
+    ordered = [decisions[k] for k in sorted(decisions)]
+    return ordered, p.counters(), accepted
+
+
+def single_peer(msgs: Iterable[bytes]) -> list[tuple[int, bytes]]:
+    return [(0, m) for m in msgs]
