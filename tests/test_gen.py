@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import secp256k1
+
 from lngossip import gen
 
 # ---------------------------------------------------------------------------

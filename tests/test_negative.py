@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lngossip import verify_batch
-from lngossip.wire import SIGNED_FROM, parse_message
+from lngossip.wire import parse_message
 from tests.conftest import CLN_STORE, LNRESEARCH, decide_all, needs_data, read_all, single_peer
 
 pytestmark = needs_data
@@ -30,9 +30,7 @@ def samples() -> dict[str, bytes]:
     """A real channel_announcement, one of its channel_updates, and a node_announcement."""
     cln = read_all(CLN_STORE)
     anns = {parse_message(m).short_channel_id: m for m in cln if m[:2] == b"\x01\x00"}
-    upd = next(
-        m for m in cln if m[:2] == b"\x01\x02" and parse_message(m).short_channel_id in anns
-    )
+    upd = next(m for m in cln if m[:2] == b"\x01\x02" and parse_message(m).short_channel_id in anns)
     ca = anns[parse_message(upd).short_channel_id]
     na = next(m for m in read_all(LNRESEARCH[0]) if m[:2] == b"\x01\x01")
     return {"channel_announcement": ca, "channel_update": upd, "node_announcement": na}
@@ -62,7 +60,7 @@ def test_flipped_bit_gives_invalid_signature(
     for off in _offsets(samples[kind]):
         forged = _flip(samples[kind], off)
         prefix = [samples["channel_announcement"]] if kind == "channel_update" else []
-        decisions, c, _ = decide_all(engine, single_peer([*prefix, forged]))
+        decisions, _, _ = decide_all(engine, single_peer([*prefix, forged]))
         assert decisions[-1] == "invalid_signature", (kind, off)
         # the genuine message is still accepted after the forgery
         decisions, _, _ = decide_all(engine, single_peer([*prefix, forged, samples[kind]]))
@@ -82,16 +80,16 @@ def test_changed_chain_hash_gives_wrong_chain(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_every_truncation_is_malformed(engine: str, samples: dict[str, bytes]) -> None:
-    stream = [
-        (0, msg[:n]) for msg in samples.values() for n in range(len(msg))
-    ]
+    stream = [(0, msg[:n]) for msg in samples.values() for n in range(len(msg))]
     decisions, c, _ = decide_all(engine, stream)
     assert decisions == ["malformed"] * len(stream)
     assert c["signatures_verified"] == 0
 
 
-def _columns(msgs: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes]]:
-    sigs, keys, digests, raw_keys = [], [], [], []
+def _columns(msgs: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sigs: list[bytes] = []
+    keys: list[bytes] = []
+    digests: list[bytes] = []
     for m in msgs:
         g = parse_message(m)
         if g.type == 257:
@@ -105,8 +103,11 @@ def _columns(msgs: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
                 sigs.append(m[2 + 64 * i : 66 + 64 * i])
                 keys.append(k)
                 digests.append(digest)
-    arr = [np.frombuffer(b"".join(c), dtype=np.uint8).reshape(len(c), -1) for c in (sigs, keys, digests)]
-    return arr[0], arr[1], arr[2], keys
+    arr = [
+        np.frombuffer(b"".join(c), dtype=np.uint8).reshape(len(c), -1)
+        for c in (sigs, keys, digests)
+    ]
+    return arr[0], arr[1], arr[2]
 
 
 def _coincurve_verify(sig: bytes, key: bytes, digest: bytes) -> bool:
@@ -121,7 +122,7 @@ def _coincurve_verify(sig: bytes, key: bytes, digest: bytes) -> bool:
 
 def test_verify_batch_agrees_with_coincurve() -> None:
     msgs = [m for m in read_all(LNRESEARCH[0], CLN_STORE) if m[:2] in (b"\x01\x00", b"\x01\x01")]
-    sigs, keys, digests, _ = _columns(msgs[:300])
+    sigs, keys, digests = _columns(msgs[:300])
     n = len(sigs)
     rng = np.random.default_rng(7)
     forged = rng.random(n) < 0.5
@@ -135,7 +136,10 @@ def test_verify_batch_agrees_with_coincurve() -> None:
     got = verify_batch(sigs, keys, digests)
     assert got.dtype == np.bool_ and got.shape == (n,)
     oracle = np.array(
-        [_coincurve_verify(bytes(s), bytes(k), bytes(d)) for s, k, d in zip(sigs, keys, digests)]
+        [
+            _coincurve_verify(bytes(s), bytes(k), bytes(d))
+            for s, k, d in zip(sigs, keys, digests, strict=True)
+        ]
     )
     assert (got == oracle).all()
     assert oracle[~forged].all() and not oracle[forged].any()

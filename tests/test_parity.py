@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lngossip.ingest import replay_as_peers
 from tests.conftest import (
     CLN_STORE,
     LNRESEARCH,
@@ -19,7 +20,6 @@ from tests.conftest import (
     single_peer,
     topology,
 )
-from lngossip.ingest import replay_as_peers
 
 pytestmark = needs_data
 

@@ -45,8 +45,8 @@ def test_real_gossip_decisions(engine: str) -> None:
     assert unknown["orphaned"] > 20_000
     # every accepted message cost its signatures; nothing was verified twice
     n_accepted = 4 * 115 + d["node_announcement"]["accepted"] + known["accepted"]
-    assert n_accepted <= c["signatures_verified"] <= n_accepted + 2 * sum(known.values()) + len(
-        msgs
+    assert (
+        n_accepted <= c["signatures_verified"] <= n_accepted + 2 * sum(known.values()) + len(msgs)
     )
     assert len(accepted) == sum(v["accepted"] for v in d.values())
 

@@ -204,9 +204,7 @@ class _Orphans:
         self.bytes += n
         if len(self.fifo) > 2 * max(self.capacity, 16):
             self.fifo = deque(
-                (s, q)
-                for s, q in self.fifo
-                if any(p.seq == q for p in self.by_scid.get(s, ()))
+                (s, q) for s, q in self.fifo if any(p.seq == q for p in self.by_scid.get(s, ()))
             )
         return evicted
 
@@ -383,9 +381,10 @@ class Pipeline:
         return pk
 
     def _verify(self, p: _Pending) -> str:
-        """``valid``, ``invalid_signature`` or ``bad_public_key``; checks stop at the first failure."""
+        """``valid``, ``invalid_signature`` or ``bad_public_key``; stops at the first failure."""
         msg = p.msg
-        digest = hashlib.sha256(hashlib.sha256(msg[SIGNED_FROM[p.gossip.type] :]).digest()).digest()
+        signed = msg[SIGNED_FROM[p.gossip.type] :]
+        digest = hashlib.sha256(hashlib.sha256(signed).digest()).digest()
         for off, key in self._checks(p):
             pk = self._pubkey(key)
             if pk is None:

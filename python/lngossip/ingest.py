@@ -143,7 +143,9 @@ class IngestReport:
         return {
             "engine": self.engine,
             "messages": self.messages,
-            "decisions": {k: v for k, v in self.decisions.items() if k != "unknown" or any(v.values())},
+            "decisions": {
+                k: v for k, v in self.decisions.items() if k != "unknown" or any(v.values())
+            },
             "signatures_verified": self.signatures_verified,
             "resyncs": self.resyncs,
             "skipped_bytes": self.skipped_bytes,

@@ -6,7 +6,7 @@ hold the two together.
 
 Layouts (BOLT #7, big-endian, each message starts with its 2-byte type):
 
-* ``channel_announcement`` (256): 4 × 64-byte signatures, ``len`` (u16),
+* ``channel_announcement`` (256): 4 x 64-byte signatures, ``len`` (u16),
   ``features``, ``chain_hash`` (32), ``short_channel_id`` (u64),
   ``node_id_1``, ``node_id_2``, ``bitcoin_key_1``, ``bitcoin_key_2``
   (33 bytes each). Signed range: bytes 258.. (SHA256d). At least 432 bytes.

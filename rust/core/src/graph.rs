@@ -72,7 +72,11 @@ impl Graph {
     pub fn add_channel(&mut self, short_channel_id: u64, node_id_1: NodeId, node_id_2: NodeId) {
         self.channels.insert(
             short_channel_id,
-            Channel { node_id_1, node_id_2, update_timestamp: [None, None] },
+            Channel {
+                node_id_1,
+                node_id_2,
+                update_timestamp: [None, None],
+            },
         );
         for n in [node_id_1, node_id_2] {
             self.nodes.entry(n).or_default().channels += 1;
@@ -81,9 +85,13 @@ impl Graph {
 
     /// Signing key of direction `direction` of a known channel.
     pub fn update_key(&self, short_channel_id: u64, direction: usize) -> Option<NodeId> {
-        self.channels
-            .get(&short_channel_id)
-            .map(|c| if direction == 0 { c.node_id_1 } else { c.node_id_2 })
+        self.channels.get(&short_channel_id).map(|c| {
+            if direction == 0 {
+                c.node_id_1
+            } else {
+                c.node_id_2
+            }
+        })
     }
 
     /// Store a verified `channel_update` timestamp.

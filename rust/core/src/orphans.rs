@@ -51,8 +51,12 @@ impl<T> Orphans<T> {
 
     fn evict_oldest(&mut self) -> Option<T> {
         while let Some((scid, seq)) = self.fifo.pop_front() {
-            let Some(v) = self.by_scid.get_mut(&scid) else { continue };
-            let Some(i) = v.iter().position(|(s, _, _)| *s == seq) else { continue };
+            let Some(v) = self.by_scid.get_mut(&scid) else {
+                continue;
+            };
+            let Some(i) = v.iter().position(|(s, _, _)| *s == seq) else {
+                continue;
+            };
             let (_, n, item) = v.remove(i);
             if v.is_empty() {
                 self.by_scid.remove(&scid);
@@ -78,14 +82,19 @@ impl<T> Orphans<T> {
                 None => break,
             }
         }
-        self.by_scid.entry(short_channel_id).or_default().push((seq, n, item));
+        self.by_scid
+            .entry(short_channel_id)
+            .or_default()
+            .push((seq, n, item));
         self.fifo.push_back((short_channel_id, seq));
         self.len += 1;
         self.bytes += n;
         if self.fifo.len() > 2 * self.capacity.max(16) {
             let by_scid = &self.by_scid;
             self.fifo.retain(|(scid, seq)| {
-                by_scid.get(scid).is_some_and(|v| v.iter().any(|(s, _, _)| s == seq))
+                by_scid
+                    .get(scid)
+                    .is_some_and(|v| v.iter().any(|(s, _, _)| s == seq))
             });
         }
         evicted

@@ -290,12 +290,22 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         self.counters.decisions[kind as usize][d as usize] += 1;
     }
 
-    fn reject(&mut self, seq: u64, kind: MsgKind, d: Decision, reason: Option<Malformed>) -> Admission {
+    fn reject(
+        &mut self,
+        seq: u64,
+        kind: MsgKind,
+        d: Decision,
+        reason: Option<Malformed>,
+    ) -> Admission {
         self.count(kind, d);
         if let Some(r) = reason {
             self.counters.malformed_reasons[r as usize] += 1;
         }
-        Admission { seq, decision: d, reason }
+        Admission {
+            seq,
+            decision: d,
+            reason,
+        }
     }
 
     /// Run the cheap checks on `msg` from `peer` and queue it if it needs verifying.
@@ -314,7 +324,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             Err(r) => return self.reject(seq, kind, Decision::Malformed, Some(r)),
         };
         match &gossip {
-            Gossip::ChannelAnnouncement { chain_hash, .. } | Gossip::ChannelUpdate { chain_hash, .. }
+            Gossip::ChannelAnnouncement { chain_hash, .. }
+            | Gossip::ChannelUpdate { chain_hash, .. }
                 if *chain_hash != self.cfg.chain_hash =>
             {
                 return self.reject(seq, kind, Decision::WrongChain, None);
@@ -337,16 +348,30 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             }
         }
         match &gossip {
-            Gossip::ChannelAnnouncement { short_channel_id, .. } => {
+            Gossip::ChannelAnnouncement {
+                short_channel_id, ..
+            } => {
                 if self.graph.has_channel(*short_channel_id) {
                     return self.reject(seq, kind, Decision::Duplicate, None);
                 }
             }
-            Gossip::ChannelUpdate { short_channel_id, timestamp, channel_flags, .. } => {
-                let (scid, ts, dir) = (*short_channel_id, *timestamp, (*channel_flags & 1) as usize);
+            Gossip::ChannelUpdate {
+                short_channel_id,
+                timestamp,
+                channel_flags,
+                ..
+            } => {
+                let (scid, ts, dir) =
+                    (*short_channel_id, *timestamp, (*channel_flags & 1) as usize);
                 if !self.graph.has_channel(scid) {
                     self.seen.insert(h);
-                    let p = Pending { seq, peer, gossip, msg, orphan: true };
+                    let p = Pending {
+                        seq,
+                        peer,
+                        gossip,
+                        msg,
+                        orphan: true,
+                    };
                     let evicted = self.orphans.insert(scid, seq, len, p);
                     self.counters.orphans_evicted += evicted.len() as u64;
                     return self.reject(seq, kind, Decision::Orphaned, None);
@@ -361,20 +386,40 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 }
             }
         }
-        let p = Pending { seq, peer, gossip, msg, orphan: false };
+        let p = Pending {
+            seq,
+            peer,
+            gossip,
+            msg,
+            orphan: false,
+        };
         match self.queue.push(peer, len, p) {
             Ok(()) => {
                 self.seen.insert(h);
-                Admission { seq, decision: Decision::Queued, reason: None }
+                Admission {
+                    seq,
+                    decision: Decision::Queued,
+                    reason: None,
+                }
             }
             Err(_) => {
                 self.counters.queue_full += 1;
-                Admission { seq, decision: Decision::QueueFull, reason: None }
+                Admission {
+                    seq,
+                    decision: Decision::QueueFull,
+                    reason: None,
+                }
             }
         }
     }
 
-    fn decide(&mut self, out: &mut Vec<Outcome>, p: &Pending<M>, d: Decision, reason: Option<Malformed>) {
+    fn decide(
+        &mut self,
+        out: &mut Vec<Outcome>,
+        p: &Pending<M>,
+        d: Decision,
+        reason: Option<Malformed>,
+    ) {
         let kind = p.gossip.kind();
         if p.orphan {
             self.counters.decisions[kind as usize][Decision::Orphaned as usize] -= 1;
@@ -383,28 +428,51 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         if let Some(r) = reason {
             self.counters.malformed_reasons[r as usize] += 1;
         }
-        out.push(Outcome { seq: p.seq, peer: p.peer, kind, decision: d, reason });
+        out.push(Outcome {
+            seq: p.seq,
+            peer: p.peer,
+            kind,
+            decision: d,
+            reason,
+        });
     }
 
     fn job<'a>(&self, p: &'a Pending<M>) -> Job<'a> {
         let msg = p.msg.as_ref();
         let checks = match &p.gossip {
-            Gossip::ChannelAnnouncement { node_id_1, node_id_2, bitcoin_key_1, bitcoin_key_2, .. } => vec![
+            Gossip::ChannelAnnouncement {
+                node_id_1,
+                node_id_2,
+                bitcoin_key_1,
+                bitcoin_key_2,
+                ..
+            } => vec![
                 (2, *node_id_1),
                 (66, *node_id_2),
                 (130, *bitcoin_key_1),
                 (194, *bitcoin_key_2),
             ],
             Gossip::NodeAnnouncement { node_id, .. } => vec![(2, *node_id)],
-            Gossip::ChannelUpdate { short_channel_id, channel_flags, .. } => {
+            Gossip::ChannelUpdate {
+                short_channel_id,
+                channel_flags,
+                ..
+            } => {
                 let dir = (*channel_flags & 1) as usize;
                 // The channel is known: updates are queued only then, and
                 // orphans are released only after their announcement.
-                let key = self.graph.update_key(*short_channel_id, dir).unwrap_or([0; 33]);
+                let key = self
+                    .graph
+                    .update_key(*short_channel_id, dir)
+                    .unwrap_or([0; 33]);
                 vec![(2, key)]
             }
         };
-        Job { msg, signed_from: wire::signed_from(p.gossip.kind()), checks }
+        Job {
+            msg,
+            signed_from: wire::signed_from(p.gossip.kind()),
+            checks,
+        }
     }
 
     fn verify(&mut self, items: &[Pending<M>]) -> Vec<Verdict> {
@@ -425,7 +493,9 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let mut anns = Vec::new();
         let mut rest = Vec::new();
         for _ in 0..max_messages {
-            let Some((_, p)) = self.queue.pop() else { break };
+            let Some((_, p)) = self.queue.pop() else {
+                break;
+            };
             match p.gossip {
                 Gossip::ChannelAnnouncement { .. } => anns.push(p),
                 _ => rest.push(p),
@@ -438,14 +508,22 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
 
         let verdicts = self.verify(&anns);
         for (p, v) in anns.into_iter().zip(verdicts) {
-            let Gossip::ChannelAnnouncement { short_channel_id, node_id_1, node_id_2, .. } = p.gossip
+            let Gossip::ChannelAnnouncement {
+                short_channel_id,
+                node_id_1,
+                node_id_2,
+                ..
+            } = p.gossip
             else {
                 continue;
             };
             match v {
-                Verdict::BadPublicKey => {
-                    self.decide(&mut outcomes, &p, Decision::Malformed, Some(Malformed::BadPublicKey))
-                }
+                Verdict::BadPublicKey => self.decide(
+                    &mut outcomes,
+                    &p,
+                    Decision::Malformed,
+                    Some(Malformed::BadPublicKey),
+                ),
                 Verdict::InvalidSignature => {
                     self.decide(&mut outcomes, &p, Decision::InvalidSignature, None)
                 }
@@ -453,7 +531,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     self.decide(&mut outcomes, &p, Decision::Duplicate, None)
                 }
                 Verdict::Valid => {
-                    self.graph.add_channel(short_channel_id, node_id_1, node_id_2);
+                    self.graph
+                        .add_channel(short_channel_id, node_id_1, node_id_2);
                     self.decide(&mut outcomes, &p, Decision::Accepted, None);
                     let r = self.orphans.release(short_channel_id);
                     self.counters.orphans_released += r.len() as u64;
@@ -467,7 +546,12 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let mut candidates = Vec::with_capacity(released.len() + rest.len());
         for p in released.into_iter().chain(rest) {
             let pre = match &p.gossip {
-                Gossip::ChannelUpdate { short_channel_id, timestamp, channel_flags, .. } => self
+                Gossip::ChannelUpdate {
+                    short_channel_id,
+                    timestamp,
+                    channel_flags,
+                    ..
+                } => self
                     .graph
                     .update_is_stale(*short_channel_id, (*channel_flags & 1) as usize, *timestamp)
                     .then_some(Decision::Stale),
@@ -475,7 +559,9 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     if self.cfg.policy == Policy::Live && !self.graph.node_has_channel(node_id) {
                         Some(Decision::UnknownNode)
                     } else {
-                        self.graph.node_is_stale(node_id, *timestamp).then_some(Decision::Stale)
+                        self.graph
+                            .node_is_stale(node_id, *timestamp)
+                            .then_some(Decision::Stale)
                     }
                 }
                 Gossip::ChannelAnnouncement { .. } => None,
@@ -489,12 +575,22 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         for (p, v) in candidates.into_iter().zip(verdicts) {
             let d = match v {
                 Verdict::BadPublicKey => {
-                    self.decide(&mut outcomes, &p, Decision::Malformed, Some(Malformed::BadPublicKey));
+                    self.decide(
+                        &mut outcomes,
+                        &p,
+                        Decision::Malformed,
+                        Some(Malformed::BadPublicKey),
+                    );
                     continue;
                 }
                 Verdict::InvalidSignature => Decision::InvalidSignature,
                 Verdict::Valid => match &p.gossip {
-                    Gossip::ChannelUpdate { short_channel_id, timestamp, channel_flags, .. } => {
+                    Gossip::ChannelUpdate {
+                        short_channel_id,
+                        timestamp,
+                        channel_flags,
+                        ..
+                    } => {
                         let (scid, ts, dir) =
                             (*short_channel_id, *timestamp, (*channel_flags & 1) as usize);
                         if self.graph.update_is_stale(scid, dir, ts) {

@@ -168,7 +168,10 @@ mod tests {
         assert!(q.push(2, 10, 101).is_ok());
         assert_eq!(q.bytes(), 60);
         let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
-        assert_eq!(order, vec![(1, 0), (2, 100), (1, 1), (2, 101), (1, 2), (1, 3)]);
+        assert_eq!(
+            order,
+            vec![(1, 0), (2, 100), (1, 1), (2, 101), (1, 2), (1, 3)]
+        );
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.high_water_bytes(), 60);
     }

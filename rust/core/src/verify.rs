@@ -125,11 +125,8 @@ impl Verifier {
         self.fill_cache(jobs);
         let cache = &self.cache;
         let secp = &self.secp;
-        self.pool.install(|| {
-            jobs.par_iter()
-                .map(|j| check_job(secp, cache, j))
-                .collect()
-        })
+        self.pool
+            .install(|| jobs.par_iter().map(|j| check_job(secp, cache, j)).collect())
     }
 
     /// Verify `n` independent `(signature, public key, digest)` triples in parallel.
@@ -150,7 +147,8 @@ impl Verifier {
                     else {
                         return false;
                     };
-                    secp.verify_ecdsa(Message::from_digest(*d), &sig, &pk).is_ok()
+                    secp.verify_ecdsa(Message::from_digest(*d), &sig, &pk)
+                        .is_ok()
                 })
                 .collect()
         })
@@ -171,7 +169,10 @@ fn check_job(
         let Some(Some(pk)) = cache.get(key) else {
             return (Verdict::BadPublicKey, calls);
         };
-        let Some(sig) = j.msg.get(*off..off + 64).and_then(|s| Signature::from_compact(s).ok())
+        let Some(sig) = j
+            .msg
+            .get(*off..off + 64)
+            .and_then(|s| Signature::from_compact(s).ok())
         else {
             return (Verdict::InvalidSignature, calls);
         };

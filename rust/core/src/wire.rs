@@ -175,9 +175,8 @@ impl Gossip {
     pub fn timestamp(&self) -> Option<u32> {
         match self {
             Gossip::ChannelAnnouncement { .. } => None,
-            Gossip::NodeAnnouncement { timestamp, .. } | Gossip::ChannelUpdate { timestamp, .. } => {
-                Some(*timestamp)
-            }
+            Gossip::NodeAnnouncement { timestamp, .. }
+            | Gossip::ChannelUpdate { timestamp, .. } => Some(*timestamp),
         }
     }
 }
@@ -190,7 +189,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         let end = self.pos.checked_add(n).ok_or(Malformed::LengthOverrun)?;
-        let s = self.buf.get(self.pos..end).ok_or(Malformed::LengthOverrun)?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(Malformed::LengthOverrun)?;
         self.pos = end;
         Ok(s)
     }
@@ -243,7 +245,10 @@ pub fn parse(msg: &[u8]) -> Result<Gossip, Malformed> {
     }
     match MsgKind::of(msg) {
         MsgKind::ChannelAnnouncement => {
-            let mut r = Reader { buf: msg, pos: CHANNEL_ANNOUNCEMENT_SIGNED_FROM };
+            let mut r = Reader {
+                buf: msg,
+                pos: CHANNEL_ANNOUNCEMENT_SIGNED_FROM,
+            };
             let flen = r.u16()? as usize;
             r.take(flen)?;
             let chain_hash = r.array()?;
@@ -265,7 +270,10 @@ pub fn parse(msg: &[u8]) -> Result<Gossip, Malformed> {
             })
         }
         MsgKind::NodeAnnouncement => {
-            let mut r = Reader { buf: msg, pos: SINGLE_SIGNED_FROM };
+            let mut r = Reader {
+                buf: msg,
+                pos: SINGLE_SIGNED_FROM,
+            };
             let flen = r.u16()? as usize;
             r.take(flen)?;
             let timestamp = r.u32()?;
@@ -276,7 +284,10 @@ pub fn parse(msg: &[u8]) -> Result<Gossip, Malformed> {
             Ok(Gossip::NodeAnnouncement { timestamp, node_id })
         }
         MsgKind::ChannelUpdate => {
-            let mut r = Reader { buf: msg, pos: SINGLE_SIGNED_FROM };
+            let mut r = Reader {
+                buf: msg,
+                pos: SINGLE_SIGNED_FROM,
+            };
             let chain_hash = r.array()?;
             let short_channel_id = r.u64()?;
             let timestamp = r.u32()?;
@@ -286,7 +297,12 @@ pub fn parse(msg: &[u8]) -> Result<Gossip, Malformed> {
             if message_flags & 1 == 1 {
                 r.take(8)?; // htlc_maximum_msat
             }
-            Ok(Gossip::ChannelUpdate { chain_hash, short_channel_id, timestamp, channel_flags })
+            Ok(Gossip::ChannelUpdate {
+                chain_hash,
+                short_channel_id,
+                timestamp,
+                channel_flags,
+            })
         }
         MsgKind::Unknown => Err(Malformed::UnknownType),
     }

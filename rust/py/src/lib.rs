@@ -60,7 +60,11 @@ impl PyAdmission {
                 self.decision.name(),
                 r.name()
             ),
-            None => format!("Admission(seq={}, decision='{}', reason=None)", self.seq, self.decision.name()),
+            None => format!(
+                "Admission(seq={}, decision='{}', reason=None)",
+                self.seq,
+                self.decision.name()
+            ),
         }
     }
 }
@@ -157,7 +161,11 @@ impl PyPipeline {
         let mut cfg = Config::default();
         if let Some(ch) = chain_hash {
             cfg.chain_hash = ch.try_into().map_err(|_| {
-                err(py, "ConfigError", format!("chain_hash must be 32 bytes, got {}", ch.len()))
+                err(
+                    py,
+                    "ConfigError",
+                    format!("chain_hash must be 32 bytes, got {}", ch.len()),
+                )
             })?;
         }
         cfg.policy = match policy {
@@ -189,13 +197,19 @@ impl PyPipeline {
         cfg.pubkey_cache_capacity = pubkey_cache_capacity;
         cfg.threads = threads.unwrap_or(0);
         let inner = Pipeline::new(cfg).map_err(|e| err(py, "ConfigError", e))?;
-        Ok(PyPipeline { inner: Mutex::new(inner) })
+        Ok(PyPipeline {
+            inner: Mutex::new(inner),
+        })
     }
 
     fn submit(&self, py: Python<'_>, peer: u64, msg: PyBackedBytes) -> PyResult<PyAdmission> {
         let mut g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
         let a = catch_unwind(AssertUnwindSafe(|| g.submit(peer, msg))).map_err(|_| internal(py))?;
-        Ok(PyAdmission { seq: a.seq, decision: a.decision, reason: a.reason })
+        Ok(PyAdmission {
+            seq: a.seq,
+            decision: a.decision,
+            reason: a.reason,
+        })
     }
 
     #[pyo3(signature = (max_messages = 4096))]
@@ -208,7 +222,15 @@ impl PyPipeline {
         let outcomes: Vec<(u64, u64, &str, &str, Option<&str>)> = done
             .outcomes
             .iter()
-            .map(|o| (o.seq, o.peer, o.kind.name(), o.decision.name(), o.reason.map(|r| r.name())))
+            .map(|o| {
+                (
+                    o.seq,
+                    o.peer,
+                    o.kind.name(),
+                    o.decision.name(),
+                    o.reason.map(|r| r.name()),
+                )
+            })
             .collect();
         Ok(PyProcessResult {
             outcomes: outcomes.into_pyobject(py)?.into_any().unbind(),
@@ -268,7 +290,11 @@ fn rows<const N: usize>(
     let view = a.as_array();
     let shape = view.shape().to_vec();
     if shape[1] != N {
-        return Err(err(py, "ConfigError", format!("{name} must have shape (n, {N}), got {shape:?}")));
+        return Err(err(
+            py,
+            "ConfigError",
+            format!("{name} must have shape (n, {N}), got {shape:?}"),
+        ));
     }
     Ok(view
         .rows()
@@ -299,7 +325,12 @@ fn verify_batch<'py>(
         return Err(err(
             py,
             "ConfigError",
-            format!("row counts differ: {} signatures, {} public_keys, {} digests", s.len(), k.len(), d.len()),
+            format!(
+                "row counts differ: {} signatures, {} public_keys, {} digests",
+                s.len(),
+                k.len(),
+                d.len()
+            ),
         ));
     }
     let out = py.detach(|| {
