@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -153,10 +154,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report.skipped_bytes = sum(r.skipped_bytes for r in reports)
         report.files = [vars(r) for r in reports]
 
-    # Open every file once up front so a missing path fails before any work.
+    # Fail on a missing path before any work (without opening it: a pipe
+    # would lose the bytes read).
     for path in args.files:
-        with readers.open_maybe_compressed(path):
-            pass
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
     _drive(args, messages(), None, "lngossip ingest", finish)
     return 0
 

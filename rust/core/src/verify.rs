@@ -155,6 +155,35 @@ impl Verifier {
     }
 }
 
+/// Calibration: seconds one thread takes to verify the `n` triples, keys and
+/// signatures parsed beforehand (so the figure is the bare libsecp256k1 verify
+/// cost, the floor of per-core throughput). Triples that fail to parse are skipped.
+pub fn time_single_core_verify(
+    signatures: &[[u8; 64]],
+    public_keys: &[[u8; 33]],
+    digests: &[[u8; 32]],
+) -> (f64, usize) {
+    let secp = Secp256k1::verification_only();
+    let parsed: Vec<(Signature, PublicKey, Message)> = signatures
+        .iter()
+        .zip(public_keys)
+        .zip(digests)
+        .filter_map(|((s, k), d)| {
+            Some((
+                Signature::from_compact(s).ok()?,
+                PublicKey::from_slice(k).ok()?,
+                Message::from_digest(*d),
+            ))
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let ok = parsed
+        .iter()
+        .filter(|(s, k, m)| secp.verify_ecdsa(*m, s, k).is_ok())
+        .count();
+    (t0.elapsed().as_secs_f64(), ok)
+}
+
 fn check_job(
     secp: &Secp256k1<VerifyOnly>,
     cache: &HashMap<NodeId, Option<PublicKey>>,

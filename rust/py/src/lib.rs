@@ -1,7 +1,7 @@
 //! `lngossip._core`: the PyO3 binding of `lngossip-core`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use lngossip_core::pipeline::{Config, Counters, Decision, Policy};
 use lngossip_core::queue::{QueueLimits, DEFAULT_PEER_SHARE_DIVISOR};
@@ -309,14 +309,27 @@ fn rows<const N: usize>(
         .collect())
 }
 
-static VERIFIER: OnceLock<Result<Verifier, String>> = OnceLock::new();
+/// Verifiers of `verify_batch`, one per thread count asked for (0: all cores).
+static VERIFIERS: Mutex<Vec<(usize, Arc<Verifier>)>> = Mutex::new(Vec::new());
+
+fn verifier(threads: usize) -> Result<Arc<Verifier>, String> {
+    let mut v = VERIFIERS.lock().map_err(|e| e.to_string())?;
+    if let Some((_, found)) = v.iter().find(|(t, _)| *t == threads) {
+        return Ok(found.clone());
+    }
+    let made = Arc::new(Verifier::new(threads, 1)?);
+    v.push((threads, made.clone()));
+    Ok(made)
+}
 
 #[pyfunction]
+#[pyo3(signature = (signatures, public_keys, digests, *, threads = None))]
 fn verify_batch<'py>(
     py: Python<'py>,
     signatures: PyReadonlyArray2<'py, u8>,
     public_keys: PyReadonlyArray2<'py, u8>,
     digests: PyReadonlyArray2<'py, u8>,
+    threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
     let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
@@ -333,12 +346,28 @@ fn verify_batch<'py>(
             ),
         ));
     }
+    let v = py
+        .detach(|| verifier(threads.unwrap_or(0)))
+        .map_err(|e| err(py, "ConfigError", e))?;
     let out = py.detach(|| {
-        let v = VERIFIER.get_or_init(|| Verifier::new(0, 1)).as_ref().ok()?;
         catch_unwind(AssertUnwindSafe(|| v.verify_raw(&s, &k, &d))).ok()
     });
     let out = out.ok_or_else(|| internal(py))?;
     Ok(out.into_pyarray(py))
+}
+
+/// Seconds one thread takes to verify the triples (keys pre-parsed), and how many verified.
+#[pyfunction]
+fn _time_single_core_verify<'py>(
+    py: Python<'py>,
+    signatures: PyReadonlyArray2<'py, u8>,
+    public_keys: PyReadonlyArray2<'py, u8>,
+    digests: PyReadonlyArray2<'py, u8>,
+) -> PyResult<(f64, usize)> {
+    let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
+    let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
+    let d: Vec<[u8; 32]> = rows(py, "digests", &digests)?;
+    Ok(py.detach(|| lngossip_core::verify::time_single_core_verify(&s, &k, &d)))
 }
 
 #[pymodule]
@@ -347,6 +376,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdmission>()?;
     m.add_class::<PyProcessResult>()?;
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(_time_single_core_verify, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

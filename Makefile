@@ -1,0 +1,42 @@
+# One entry point: `make dev` sets up .venv and builds the extension,
+# `make test` runs every test, `make lint` every gate, `make bench` the benchmarks.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: dev build test test-rust test-python lint fmt bench demo
+
+dev:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+
+build:
+	$(BIN)/maturin develop --release
+
+test: test-rust test-python
+
+test-rust:
+	cargo test -p lngossip-core --locked
+
+test-python:
+	$(BIN)/python -m pytest -q
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest lngossip._core
+
+fmt:
+	cargo fmt --all
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+bench:
+	$(BIN)/python -m pytest benches --benchmark-enable -s -q -p no:randomly
+
+demo:
+	$(BIN)/lngossip demo

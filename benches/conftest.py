@@ -1,0 +1,32 @@
+"""Benchmark fixtures: the topology dataset loaded once, and a results table
+printed (and saved as JSON) at the end of the session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lngossip import readers
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TOPOLOGY = DATA / "topology" / "mainnet-2026-02-topology.gsp.xz"
+RESULTS: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def topology_messages() -> list[bytes]:
+    if not TOPOLOGY.exists():
+        pytest.skip("../shared/data/topology is missing")
+    return list(readers.iter_messages(TOPOLOGY))
+
+
+@pytest.fixture(scope="session")
+def results() -> Iterator[dict[str, Any]]:
+    yield RESULTS
+    out = Path(__file__).resolve().parents[1] / ".benchmarks" / "lngossip-latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(RESULTS, indent=2))
