@@ -349,9 +349,7 @@ fn verify_batch<'py>(
     let v = py
         .detach(|| verifier(threads.unwrap_or(0)))
         .map_err(|e| err(py, "ConfigError", e))?;
-    let out = py.detach(|| {
-        catch_unwind(AssertUnwindSafe(|| v.verify_raw(&s, &k, &d))).ok()
-    });
+    let out = py.detach(|| catch_unwind(AssertUnwindSafe(|| v.verify_raw(&s, &k, &d))).ok());
     let out = out.ok_or_else(|| internal(py))?;
     Ok(out.into_pyarray(py))
 }
