@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+
 from lngossip import readers
 from lngossip.readers import (
     FORMATS,

@@ -6,6 +6,14 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "Admission",
+    "Pipeline",
+    "ProcessResult",
+    "__version__",
+    "_time_single_core_verify",
+    "verify_batch",
+]
 
 @final
 class Admission:
@@ -70,8 +78,8 @@ class Pipeline:
     Thread-safe: a ``frozen`` class with a mutex inside.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         chain_hash: bytes | None = None,
         policy: str = "archive",
@@ -85,7 +93,7 @@ class Pipeline:
         seen_capacity: int = ...,
         pubkey_cache_capacity: int = ...,
         threads: int | None = None,
-    ) -> None: ...
+    ) -> Pipeline: ...
     def submit(self, peer: int, msg: bytes) -> Admission:
         """Run every cheap check on ``msg`` (a raw BOLT #7 message with its
         2-byte type) from ``peer`` and queue it if it needs verifying.

@@ -173,7 +173,7 @@ def run(
     *,
     engine: str = "rust",
     batch: int = DEFAULT_BATCH,
-    on_accepted: Callable[[list[bytes]], None] | None = None,
+    on_accepted: Callable[[list[bytes]], object] | None = None,
     on_decision: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int, PipelineLike], None] | None = None,
     progress_every: int = 10_000,
