@@ -163,7 +163,19 @@ class IngestReport:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (bytes; Linux ``ru_maxrss`` is KiB)."""
+    """Peak resident set size of this process so far, in bytes.
+
+    Reads ``VmHWM`` from ``/proc/self/status`` on Linux: unlike ``ru_maxrss``
+    it starts afresh at ``execve``, so a child started from a large parent
+    reports its own peak. Falls back to ``ru_maxrss`` (KiB on Linux).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -202,16 +214,19 @@ def run(
     n = 0
     for peer, msg in stream:
         a = pipeline.submit(peer, msg)
-        while a.decision == "queue_full" and pipeline.queued:
+        decision = a.decision
+        while decision == "queue_full" and pipeline.queued:
             # Backpressure: make room by verifying, then offer the message again.
             drain_one()
             a = pipeline.submit(peer, msg)
+            decision = a.decision
         if on_decision is not None:
-            if a.decision == "orphaned":
+            if decision == "orphaned":
                 orphans.add(a.seq)
-            elif a.decision != "queued":
-                on_decision(a.seq, a.decision)
-        if pipeline.queued >= batch:
+            elif decision != "queued":
+                on_decision(a.seq, decision)
+        # only an admission can fill the queue up to a batch
+        if decision == "queued" and pipeline.queued >= batch:
             drain_one()
         n += 1
         if on_progress is not None and n % progress_every == 0:

@@ -11,7 +11,7 @@ use lngossip_core::Pipeline;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::sync::MutexExt;
+use pyo3::sync::{MutexExt, PyOnceLock};
 use pyo3::types::{PyDict, PyString};
 
 fn err(py: Python<'_>, class: &str, msg: String) -> PyErr {
@@ -46,7 +46,14 @@ struct PyAdmission {
 impl PyAdmission {
     #[getter]
     fn decision<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        PyString::intern(py, self.decision.name())
+        static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+        let names = NAMES.get_or_init(py, || {
+            Decision::ALL
+                .iter()
+                .map(|d| PyString::intern(py, d.name()).unbind())
+                .collect()
+        });
+        names[self.decision as usize].bind(py).clone()
     }
     #[getter]
     fn reason<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
