@@ -121,3 +121,14 @@ def test_threads_and_repr() -> None:
     assert (a.seq, a.decision, a.reason) == (0, "malformed", "too_short")
     assert "too_short" in repr(a)
     assert repr(p.process()) == "ProcessResult(outcomes=0, accepted=0, signatures_verified=0)"
+
+
+@needs_data
+@pytest.mark.parametrize("engine", ENGINES)
+def test_updates_queue_behind_pending_announcements(engine: str) -> None:
+    """A long queue of unverified announcements does not flush the orphan
+    cache: their updates wait in the queue behind them, not as orphans."""
+    msgs = topology(6_000)
+    decisions, c, _ = decide_all(engine, [(0, m) for m in msgs], batch=5_000, orphan_capacity=10)
+    assert set(decisions) == {"accepted"}
+    assert c["orphans_evicted"] == 0

@@ -41,7 +41,12 @@ class ProcessResult:
 
     @property
     def outcomes(self) -> list[tuple[int, int, str, str, str | None]]:
-        """``(seq, peer, msg_type, decision, reason)`` per message decided."""
+        """``(seq, peer, msg_type, decision, reason)`` per message decided.
+
+        ``decision`` is final, or ``orphaned`` for a ``channel_update`` that
+        was queued behind its channel's announcement and now waits in the
+        orphan cache because that announcement was not accepted (yet); a
+        later call decides it."""
     @property
     def accepted(self) -> list[bytes]:
         """Accepted messages (the submitted ``bytes`` objects, not copies),

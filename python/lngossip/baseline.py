@@ -262,6 +262,8 @@ class Pipeline:
         self._channels: dict[int, _Channel] = {}
         self._nodes: dict[bytes, _Node] = {}
         self._next_seq = 0
+        # short_channel_ids with a channel_announcement in the queue (and how many)
+        self._pending_announcements: dict[int, int] = {}
         self._decisions = {k: dict.fromkeys(DECISIONS, 0) for k in MSG_KINDS}
         self._reasons = dict.fromkeys(MALFORMED_REASONS, 0)
         self._signatures_verified = 0
@@ -322,7 +324,7 @@ class Pipeline:
         elif g.type == CHANNEL_UPDATE:
             scid = g.short_channel_id
             assert scid is not None and g.timestamp is not None
-            if scid not in self._channels:
+            if scid not in self._channels and scid not in self._pending_announcements:
                 self._seen.add(h)
                 self._orphans_evicted += self._orphans.insert(
                     scid, _Pending(seq, peer, g, msg, True)
@@ -336,6 +338,10 @@ class Pipeline:
                 return self._reject(seq, kind, "stale")
         if self._queue.push(peer, _Pending(seq, peer, g, msg, False)):
             self._seen.add(h)
+            if g.type == CHANNEL_ANNOUNCEMENT:
+                assert g.short_channel_id is not None
+                pending = self._pending_announcements
+                pending[g.short_channel_id] = pending.get(g.short_channel_id, 0) + 1
             return Admission(seq, "queued")
         self._queue_full += 1
         return Admission(seq, "queue_full")
@@ -407,7 +413,17 @@ class Pipeline:
             p = self._queue.pop()
             if p is None:
                 break
-            (anns if p.gossip.type == CHANNEL_ANNOUNCEMENT else rest).append(p)
+            if p.gossip.type == CHANNEL_ANNOUNCEMENT:
+                scid = p.gossip.short_channel_id
+                assert scid is not None
+                left = self._pending_announcements.get(scid, 0) - 1
+                if left > 0:
+                    self._pending_announcements[scid] = left
+                else:
+                    self._pending_announcements.pop(scid, None)
+                anns.append(p)
+            else:
+                rest.append(p)
         before = self._signatures_verified
         out: list[tuple[int, int, str, str, str | None]] = []
         accepted: list[bytes] = []
@@ -439,6 +455,13 @@ class Pipeline:
             pre: str | None = None
             if g.type == CHANNEL_UPDATE:
                 assert g.short_channel_id is not None
+                if g.short_channel_id not in self._channels:
+                    # queued behind an announcement that is not accepted (yet)
+                    self._decisions["channel_update"]["orphaned"] += 1
+                    out.append((p.seq, p.peer, "channel_update", "orphaned", None))
+                    p.orphan = True
+                    self._orphans_evicted += self._orphans.insert(g.short_channel_id, p)
+                    continue
                 if self._update_is_stale(g.short_channel_id, g.channel_flags & 1, g.timestamp):
                     pre = "stale"
             else:

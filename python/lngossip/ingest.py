@@ -205,8 +205,11 @@ def run(
         res = pipeline.process(batch)
         if on_decision is not None:
             for seq, _peer, _kind, d, _reason in res.outcomes:
-                orphans.discard(seq)
-                on_decision(seq, d)
+                if d == "orphaned":  # waits for its channel: not final yet
+                    orphans.add(seq)
+                else:
+                    orphans.discard(seq)
+                    on_decision(seq, d)
         if on_accepted is not None and res.accepted:
             on_accepted(res.accepted)
 

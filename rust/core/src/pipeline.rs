@@ -9,6 +9,7 @@
 //! (Core Lightning #7972): parse, `chain_hash`, exact duplicate, live time
 //! window, known `short_channel_id` / stored timestamps, queue admission.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::graph::Graph;
@@ -150,7 +151,10 @@ pub struct Admission {
     pub reason: Option<Malformed>,
 }
 
-/// The final decision of a message that was queued or orphaned.
+/// The decision `process` took on a message that was queued or orphaned:
+/// final, or `Orphaned` for a `channel_update` that was queued behind its
+/// channel's announcement and now waits in the orphan cache because that
+/// announcement was not accepted (yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// Sequence number from its [`Admission`].
@@ -159,7 +163,7 @@ pub struct Outcome {
     pub peer: u64,
     /// Message kind.
     pub kind: MsgKind,
-    /// Final decision (never `Queued`, `Orphaned` or `QueueFull`).
+    /// Final decision, or `Orphaned` (see above); never `Queued` or `QueueFull`.
     pub decision: Decision,
     /// Set for `Malformed` (`BadPublicKey`: a key not on the curve).
     pub reason: Option<Malformed>,
@@ -213,6 +217,10 @@ pub struct Pipeline<M> {
     verifier: Verifier,
     counters: Counters,
     next_seq: u64,
+    /// `short_channel_id`s with a `channel_announcement` in the queue, and how many.
+    /// Updates of these channels are queued behind it rather than held as
+    /// orphans, so a long queue of announcements cannot flush the orphan cache.
+    pending_announcements: HashMap<u64, u32>,
 }
 
 impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
@@ -229,6 +237,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             verifier: Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)?,
             counters: Counters::default(),
             next_seq: 0,
+            pending_announcements: HashMap::new(),
             cfg,
         })
     }
@@ -363,7 +372,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             } => {
                 let (scid, ts, dir) =
                     (*short_channel_id, *timestamp, (*channel_flags & 1) as usize);
-                if !self.graph.has_channel(scid) {
+                if !self.graph.has_channel(scid) && !self.pending_announcements.contains_key(&scid)
+                {
                     self.seen.insert(h);
                     let p = Pending {
                         seq,
@@ -386,6 +396,12 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 }
             }
         }
+        let announced = match &gossip {
+            Gossip::ChannelAnnouncement {
+                short_channel_id, ..
+            } => Some(*short_channel_id),
+            _ => None,
+        };
         let p = Pending {
             seq,
             peer,
@@ -396,6 +412,9 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         match self.queue.push(peer, len, p) {
             Ok(()) => {
                 self.seen.insert(h);
+                if let Some(scid) = announced {
+                    *self.pending_announcements.entry(scid).or_insert(0) += 1;
+                }
                 Admission {
                     seq,
                     decision: Decision::Queued,
@@ -497,7 +516,17 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 break;
             };
             match p.gossip {
-                Gossip::ChannelAnnouncement { .. } => anns.push(p),
+                Gossip::ChannelAnnouncement {
+                    short_channel_id, ..
+                } => {
+                    if let Some(n) = self.pending_announcements.get_mut(&short_channel_id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.pending_announcements.remove(&short_channel_id);
+                        }
+                    }
+                    anns.push(p);
+                }
                 _ => rest.push(p),
             }
         }
@@ -544,8 +573,28 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
 
         // Released orphans (older) first, then this batch's updates and node announcements.
         let mut candidates = Vec::with_capacity(released.len() + rest.len());
-        for p in released.into_iter().chain(rest) {
+        for mut p in released.into_iter().chain(rest) {
             let pre = match &p.gossip {
+                Gossip::ChannelUpdate {
+                    short_channel_id, ..
+                } if !self.graph.has_channel(*short_channel_id) => {
+                    // Queued behind an announcement that is not accepted (yet):
+                    // hold it as an orphan until one is.
+                    let scid = *short_channel_id;
+                    self.count(MsgKind::ChannelUpdate, Decision::Orphaned);
+                    outcomes.push(Outcome {
+                        seq: p.seq,
+                        peer: p.peer,
+                        kind: MsgKind::ChannelUpdate,
+                        decision: Decision::Orphaned,
+                        reason: None,
+                    });
+                    p.orphan = true;
+                    let (seq, n) = (p.seq, p.msg.as_ref().len());
+                    let evicted = self.orphans.insert(scid, seq, n, p);
+                    self.counters.orphans_evicted += evicted.len() as u64;
+                    continue;
+                }
                 Gossip::ChannelUpdate {
                     short_channel_id,
                     timestamp,

@@ -121,11 +121,11 @@ fn duplicates_from_many_peers_are_verified_once() {
     for peer in 0..8 {
         for m in &msgs {
             let a = p.submit(peer, m.clone());
-            // updates of a channel not yet processed wait as orphans
-            let expected = match (peer, m[1]) {
-                (0, 2) => Decision::Orphaned,
-                (0, _) => Decision::Queued,
-                _ => Decision::Duplicate,
+            // updates queue behind their channel's pending announcement
+            let expected = if peer == 0 {
+                Decision::Queued
+            } else {
+                Decision::Duplicate
             };
             assert_eq!(a.decision, expected);
         }
@@ -141,11 +141,43 @@ fn duplicates_from_many_peers_are_verified_once() {
 }
 
 #[test]
+fn orphans_wait_for_their_announcement() {
+    let k = Keys::new();
+    let ann = k.announcement(3, 1, 2);
+    let mut forged = ann.clone();
+    forged[299] ^= 1; // another short_channel_id, signatures no longer valid
+    let forged_scid = u64::from_be_bytes(forged[292..300].try_into().unwrap());
+    let update = k.update(3, 0, 10, k.signer(1, 2, 0));
+    let mut p = pipeline();
+    // an update before any announcement: held in the orphan cache
+    assert_eq!(p.submit(0, update).decision, Decision::Orphaned);
+    assert_eq!(p.orphans(), 1);
+    // an update queued behind a pending announcement that then fails
+    let queued_behind = k.update(forged_scid, 1, 10, k.signer(1, 2, 1));
+    assert_eq!(p.submit(0, forged).decision, Decision::Queued);
+    assert_eq!(p.submit(0, queued_behind).decision, Decision::Queued);
+    let out = p.process(10);
+    let decisions: Vec<Decision> = out.outcomes.iter().map(|o| o.decision).collect();
+    assert_eq!(
+        decisions,
+        vec![Decision::InvalidSignature, Decision::Orphaned]
+    );
+    assert_eq!(p.orphans(), 2);
+    // the genuine announcement releases its orphan, verified in the same call
+    assert_eq!(p.submit(1, ann).decision, Decision::Queued);
+    let out = p.process(10);
+    let decisions: Vec<Decision> = out.outcomes.iter().map(|o| o.decision).collect();
+    assert_eq!(decisions, vec![Decision::Accepted, Decision::Accepted]);
+    assert_eq!(p.orphans(), 1);
+    assert_eq!(p.counters().decisions[2][Decision::Orphaned as usize], 1);
+}
+
+#[test]
 fn forged_messages_do_not_suppress_genuine_ones() {
     let k = Keys::new();
     let ann = k.announcement(7, 3, 4);
     let mut forged = ann.clone();
-    forged[300] ^= 1; // inside short_channel_id: same length, same keys
+    forged[299] ^= 1; // inside short_channel_id: same length, same keys
     let mut p = pipeline();
     let _ = p.submit(0, k.announcement(7, 3, 4));
     let _ = p.process(10);
