@@ -136,7 +136,10 @@ def _drive(
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print_report(report, Console(), title)
+        out = Console()
+        if not out.is_terminal:
+            out = Console(width=160)  # whole column names in logs and pipes
+        print_report(report, out, title)
     return report
 
 
