@@ -17,7 +17,7 @@ use crate::orphans::{Orphans, DEFAULT_ORPHAN_CAPACITY, DEFAULT_ORPHAN_MAX_BYTES}
 use crate::queue::{Queue, QueueLimits};
 use crate::seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
 use crate::verify::{Job, Verdict, Verifier, DEFAULT_PUBKEY_CACHE_CAPACITY};
-use crate::wire::{self, Gossip, Malformed, MsgKind, MAINNET_CHAIN_HASH};
+use crate::wire::{self, Gossip, Malformed, MsgKind, NodeId, MAINNET_CHAIN_HASH};
 
 /// Live policy: reject timestamps more than this far ahead of "now" (24 h,
 /// as Core Lightning and LDK do).
@@ -214,7 +214,6 @@ pub struct Pipeline<M> {
     queue: Queue<Pending<M>>,
     orphans: Orphans<Pending<M>>,
     graph: Graph,
-    verifier: Verifier,
     counters: Counters,
     next_seq: u64,
     /// `short_channel_id`s with a `channel_announcement` in the queue, and how many.
@@ -224,22 +223,20 @@ pub struct Pipeline<M> {
 }
 
 impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
-    /// A pipeline with `cfg`.
-    ///
-    /// # Errors
-    /// Returns a description when the verification thread pool cannot be built.
-    pub fn new(cfg: Config) -> Result<Self, String> {
-        Ok(Pipeline {
+    /// A pipeline with `cfg` (its `threads` and `pubkey_cache_capacity` are
+    /// for the [`Verifier`] the caller builds: `Verifier::new(cfg.threads,
+    /// cfg.pubkey_cache_capacity)`).
+    pub fn new(cfg: Config) -> Self {
+        Pipeline {
             seen: SeenSet::new(cfg.seen_capacity),
             queue: Queue::new(cfg.queue),
             orphans: Orphans::new(cfg.orphan_capacity, cfg.orphan_max_bytes),
             graph: Graph::default(),
-            verifier: Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)?,
             counters: Counters::default(),
             next_seq: 0,
             pending_announcements: HashMap::new(),
             cfg,
-        })
+        }
     }
 
     /// The settings in force.
@@ -277,10 +274,6 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// The graph state.
     pub fn graph(&self) -> &Graph {
         &self.graph
-    }
-    /// Verification threads.
-    pub fn threads(&self) -> usize {
-        self.verifier.threads()
     }
     /// Set (or clear, with `None`) the fixed "now" used by the live policy.
     pub fn set_now(&mut self, now: Option<u64>) {
@@ -456,61 +449,20 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         });
     }
 
-    fn job<'a>(&self, p: &'a Pending<M>) -> Job<'a> {
-        let msg = p.msg.as_ref();
-        let checks = match &p.gossip {
-            Gossip::ChannelAnnouncement {
-                node_id_1,
-                node_id_2,
-                bitcoin_key_1,
-                bitcoin_key_2,
-                ..
-            } => vec![
-                (2, *node_id_1),
-                (66, *node_id_2),
-                (130, *bitcoin_key_1),
-                (194, *bitcoin_key_2),
-            ],
-            Gossip::NodeAnnouncement { node_id, .. } => vec![(2, *node_id)],
-            Gossip::ChannelUpdate {
-                short_channel_id,
-                channel_flags,
-                ..
-            } => {
-                let dir = (*channel_flags & 1) as usize;
-                // The channel is known: updates are queued only then, and
-                // orphans are released only after their announcement.
-                let key = self
-                    .graph
-                    .update_key(*short_channel_id, dir)
-                    .unwrap_or([0; 33]);
-                vec![(2, key)]
-            }
+    /// Take up to `max_messages` from the queue (round-robin between peers)
+    /// for a split `process`: verify [`Batch::announcement_jobs`], then
+    /// [`Pipeline::apply_announcements`], verify [`Batch::candidate_jobs`],
+    /// then [`Pipeline::finish`]. The verifications need no access to the
+    /// pipeline, so a caller can let `submit` go on while they run.
+    pub fn begin(&mut self, max_messages: usize) -> Batch<M> {
+        let mut b = Batch {
+            anns: Vec::new(),
+            rest: Vec::new(),
+            candidates: Vec::new(),
+            outcomes: Vec::new(),
+            accepted: Vec::new(),
+            signatures_verified: 0,
         };
-        Job {
-            msg,
-            signed_from: wire::signed_from(p.gossip.kind()),
-            checks,
-        }
-    }
-
-    fn verify(&mut self, items: &[Pending<M>]) -> Vec<Verdict> {
-        let jobs: Vec<Job<'_>> = items.iter().map(|p| self.job(p)).collect();
-        let results = self.verifier.verify(&jobs);
-        let calls: u64 = results.iter().map(|(_, c)| u64::from(*c)).sum();
-        self.counters.signatures_verified += calls;
-        results.into_iter().map(|(v, _)| v).collect()
-    }
-
-    /// Take up to `max_messages` from the queue (round-robin between peers),
-    /// verify them in parallel and apply them to the graph.
-    ///
-    /// Channel announcements go first; updates held as orphans for a channel
-    /// accepted here are released and decided in the same call. Takes about
-    /// 46 µs per signature per core: call it off the event loop.
-    pub fn process(&mut self, max_messages: usize) -> Processed<M> {
-        let mut anns = Vec::new();
-        let mut rest = Vec::new();
         for _ in 0..max_messages {
             let Some((_, p)) = self.queue.pop() else {
                 break;
@@ -525,18 +477,23 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                             self.pending_announcements.remove(&short_channel_id);
                         }
                     }
-                    anns.push(p);
+                    b.anns.push(p);
                 }
-                _ => rest.push(p),
+                _ => b.rest.push(p),
             }
         }
-        let before = self.counters.signatures_verified;
-        let mut outcomes = Vec::with_capacity(anns.len() + rest.len());
-        let mut accepted = Vec::new();
-        let mut released = Vec::new();
+        b
+    }
 
-        let verdicts = self.verify(&anns);
-        for (p, v) in anns.into_iter().zip(verdicts) {
+    /// Decide the batch's channel announcements from their verification
+    /// `results` (one per [`Batch::announcement_jobs`] entry), release the
+    /// orphans of accepted channels, and run the cheap checks on the rest,
+    /// leaving the survivors as [`Batch::candidate_jobs`].
+    pub fn apply_announcements(&mut self, b: &mut Batch<M>, results: Vec<(Verdict, u32)>) {
+        let mut released = Vec::new();
+        let anns = std::mem::take(&mut b.anns);
+        for (p, (v, calls)) in anns.into_iter().zip(results) {
+            b.signatures_verified += u64::from(calls);
             let Gossip::ChannelAnnouncement {
                 short_channel_id,
                 node_id_1,
@@ -548,84 +505,89 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             };
             match v {
                 Verdict::BadPublicKey => self.decide(
-                    &mut outcomes,
+                    &mut b.outcomes,
                     &p,
                     Decision::Malformed,
                     Some(Malformed::BadPublicKey),
                 ),
                 Verdict::InvalidSignature => {
-                    self.decide(&mut outcomes, &p, Decision::InvalidSignature, None)
+                    self.decide(&mut b.outcomes, &p, Decision::InvalidSignature, None)
                 }
                 Verdict::Valid if self.graph.has_channel(short_channel_id) => {
-                    self.decide(&mut outcomes, &p, Decision::Duplicate, None)
+                    self.decide(&mut b.outcomes, &p, Decision::Duplicate, None)
                 }
                 Verdict::Valid => {
                     self.graph
                         .add_channel(short_channel_id, node_id_1, node_id_2);
-                    self.decide(&mut outcomes, &p, Decision::Accepted, None);
+                    self.decide(&mut b.outcomes, &p, Decision::Accepted, None);
                     let r = self.orphans.release(short_channel_id);
                     self.counters.orphans_released += r.len() as u64;
                     released.extend(r);
-                    accepted.push(p.msg);
+                    b.accepted.push(p.msg);
                 }
             }
         }
-
         // Released orphans (older) first, then this batch's updates and node announcements.
-        let mut candidates = Vec::with_capacity(released.len() + rest.len());
+        let rest = std::mem::take(&mut b.rest);
         for mut p in released.into_iter().chain(rest) {
-            let pre = match &p.gossip {
-                Gossip::ChannelUpdate {
-                    short_channel_id, ..
-                } if !self.graph.has_channel(*short_channel_id) => {
-                    // Queued behind an announcement that is not accepted (yet):
-                    // hold it as an orphan until one is.
-                    let scid = *short_channel_id;
-                    self.count(MsgKind::ChannelUpdate, Decision::Orphaned);
-                    outcomes.push(Outcome {
-                        seq: p.seq,
-                        peer: p.peer,
-                        kind: MsgKind::ChannelUpdate,
-                        decision: Decision::Orphaned,
-                        reason: None,
-                    });
-                    p.orphan = true;
-                    let (seq, n) = (p.seq, p.msg.as_ref().len());
-                    let evicted = self.orphans.insert(scid, seq, n, p);
-                    self.counters.orphans_evicted += evicted.len() as u64;
-                    continue;
-                }
+            let key = match &p.gossip {
                 Gossip::ChannelUpdate {
                     short_channel_id,
                     timestamp,
                     channel_flags,
                     ..
-                } => self
-                    .graph
-                    .update_is_stale(*short_channel_id, (*channel_flags & 1) as usize, *timestamp)
-                    .then_some(Decision::Stale),
+                } => {
+                    let (scid, dir) = (*short_channel_id, (*channel_flags & 1) as usize);
+                    let Some(key) = self.graph.update_key(scid, dir) else {
+                        // Queued behind an announcement that is not accepted (yet):
+                        // hold it as an orphan until one is.
+                        self.count(MsgKind::ChannelUpdate, Decision::Orphaned);
+                        b.outcomes.push(Outcome {
+                            seq: p.seq,
+                            peer: p.peer,
+                            kind: MsgKind::ChannelUpdate,
+                            decision: Decision::Orphaned,
+                            reason: None,
+                        });
+                        p.orphan = true;
+                        let (seq, n) = (p.seq, p.msg.as_ref().len());
+                        let evicted = self.orphans.insert(scid, seq, n, p);
+                        self.counters.orphans_evicted += evicted.len() as u64;
+                        continue;
+                    };
+                    if self.graph.update_is_stale(scid, dir, *timestamp) {
+                        self.decide(&mut b.outcomes, &p, Decision::Stale, None);
+                        continue;
+                    }
+                    key
+                }
                 Gossip::NodeAnnouncement { node_id, timestamp } => {
                     if self.cfg.policy == Policy::Live && !self.graph.node_has_channel(node_id) {
-                        Some(Decision::UnknownNode)
-                    } else {
-                        self.graph
-                            .node_is_stale(node_id, *timestamp)
-                            .then_some(Decision::Stale)
+                        self.decide(&mut b.outcomes, &p, Decision::UnknownNode, None);
+                        continue;
                     }
+                    if self.graph.node_is_stale(node_id, *timestamp) {
+                        self.decide(&mut b.outcomes, &p, Decision::Stale, None);
+                        continue;
+                    }
+                    *node_id
                 }
-                Gossip::ChannelAnnouncement { .. } => None,
+                Gossip::ChannelAnnouncement { .. } => continue,
             };
-            match pre {
-                Some(d) => self.decide(&mut outcomes, &p, d, None),
-                None => candidates.push(p),
-            }
+            b.candidates.push((p, key));
         }
-        let verdicts = self.verify(&candidates);
-        for (p, v) in candidates.into_iter().zip(verdicts) {
+    }
+
+    /// Decide the candidates from their verification `results` (one per
+    /// [`Batch::candidate_jobs`] entry) and return what the batch decided.
+    pub fn finish(&mut self, mut b: Batch<M>, results: Vec<(Verdict, u32)>) -> Processed<M> {
+        let candidates = std::mem::take(&mut b.candidates);
+        for ((p, _), (v, calls)) in candidates.into_iter().zip(results) {
+            b.signatures_verified += u64::from(calls);
             let d = match v {
                 Verdict::BadPublicKey => {
                     self.decide(
-                        &mut outcomes,
+                        &mut b.outcomes,
                         &p,
                         Decision::Malformed,
                         Some(Malformed::BadPublicKey),
@@ -660,15 +622,89 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     Gossip::ChannelAnnouncement { .. } => Decision::Duplicate,
                 },
             };
-            self.decide(&mut outcomes, &p, d, None);
+            self.decide(&mut b.outcomes, &p, d, None);
             if d == Decision::Accepted {
-                accepted.push(p.msg);
+                b.accepted.push(p.msg);
             }
         }
+        self.counters.signatures_verified += b.signatures_verified;
         Processed {
-            outcomes,
-            accepted,
-            signatures_verified: self.counters.signatures_verified - before,
+            outcomes: b.outcomes,
+            accepted: b.accepted,
+            signatures_verified: b.signatures_verified,
         }
+    }
+
+    /// Take up to `max_messages` from the queue (round-robin between peers),
+    /// verify them in parallel with `verifier` and apply them to the graph.
+    ///
+    /// Channel announcements go first; updates held as orphans for a channel
+    /// accepted here are released and decided in the same call. Takes about
+    /// 35-50 µs per signature per core: call it off the event loop.
+    pub fn process(&mut self, verifier: &mut Verifier, max_messages: usize) -> Processed<M> {
+        let mut b = self.begin(max_messages);
+        let r = verifier.verify(&b.announcement_jobs());
+        self.apply_announcements(&mut b, r);
+        let r = verifier.verify(&b.candidate_jobs());
+        self.finish(b, r)
+    }
+}
+
+/// A batch between the steps of a split [`Pipeline::process`].
+pub struct Batch<M> {
+    anns: Vec<Pending<M>>,
+    rest: Vec<Pending<M>>,
+    candidates: Vec<(Pending<M>, NodeId)>,
+    outcomes: Vec<Outcome>,
+    accepted: Vec<M>,
+    signatures_verified: u64,
+}
+
+impl<M: AsRef<[u8]>> Batch<M> {
+    /// Signature checks of the batch's channel announcements (four each).
+    pub fn announcement_jobs(&self) -> Vec<Job<'_>> {
+        self.anns
+            .iter()
+            .map(|p| {
+                let checks = match &p.gossip {
+                    Gossip::ChannelAnnouncement {
+                        node_id_1,
+                        node_id_2,
+                        bitcoin_key_1,
+                        bitcoin_key_2,
+                        ..
+                    } => vec![
+                        (2, *node_id_1),
+                        (66, *node_id_2),
+                        (130, *bitcoin_key_1),
+                        (194, *bitcoin_key_2),
+                    ],
+                    _ => Vec::new(),
+                };
+                Job {
+                    msg: p.msg.as_ref(),
+                    signed_from: wire::CHANNEL_ANNOUNCEMENT_SIGNED_FROM,
+                    checks,
+                }
+            })
+            .collect()
+    }
+
+    /// Signature checks of the updates and node announcements that passed
+    /// the cheap checks (one each, key from the graph or the message).
+    pub fn candidate_jobs(&self) -> Vec<Job<'_>> {
+        self.candidates
+            .iter()
+            .map(|(p, key)| Job {
+                msg: p.msg.as_ref(),
+                signed_from: wire::SINGLE_SIGNED_FROM,
+                checks: vec![(2, *key)],
+            })
+            .collect()
+    }
+
+    /// Messages taken from the queue and not decided yet.
+    pub fn pending(&self) -> usize {
+        self.anns.len() + self.rest.len() + self.candidates.len()
     }
 }

@@ -2,9 +2,9 @@
 //! fixed test keys: dedup before verify, forgeries, orphans, staleness,
 //! backpressure, and truncations that never panic.
 
-use lngossip_core::pipeline::{Config, Decision, Pipeline, Policy};
+use lngossip_core::pipeline::{Config, Decision, Pipeline, Policy, Processed};
 use lngossip_core::queue::QueueLimits;
-use lngossip_core::verify::sha256d;
+use lngossip_core::verify::{sha256d, Verifier};
 use lngossip_core::wire::{Malformed, MAINNET_CHAIN_HASH};
 use secp256k1::{Message, PublicKey, Secp256k1, SecretKey, SignOnly};
 
@@ -100,12 +100,43 @@ impl Keys {
     }
 }
 
-fn pipeline() -> Pipeline<Vec<u8>> {
-    Pipeline::new(Config {
+/// A pipeline and its verifier, processed together.
+struct Engine {
+    p: Pipeline<Vec<u8>>,
+    v: Verifier,
+}
+
+impl Engine {
+    fn new(cfg: Config) -> Self {
+        let v = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity).expect("pool");
+        Engine {
+            p: Pipeline::new(cfg),
+            v,
+        }
+    }
+    fn process(&mut self, max: usize) -> Processed<Vec<u8>> {
+        self.p.process(&mut self.v, max)
+    }
+}
+
+impl std::ops::Deref for Engine {
+    type Target = Pipeline<Vec<u8>>;
+    fn deref(&self) -> &Self::Target {
+        &self.p
+    }
+}
+
+impl std::ops::DerefMut for Engine {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.p
+    }
+}
+
+fn pipeline() -> Engine {
+    Engine::new(Config {
         threads: 2,
         ..Config::default()
     })
-    .expect("pool")
 }
 
 #[test]
@@ -228,13 +259,12 @@ fn stale_and_wrong_chain_are_decided_before_verification() {
 fn live_policy_window() {
     let k = Keys::new();
     let now = 1_800_000_000u64;
-    let mut p: Pipeline<Vec<u8>> = Pipeline::new(Config {
+    let mut p = Engine::new(Config {
         policy: Policy::Live,
         now: Some(now),
         threads: 1,
         ..Config::default()
-    })
-    .expect("pool");
+    });
     let old = k.node(1, (now - 15 * 86_400) as u32);
     let future = k.node(1, (now + 2 * 86_400) as u32);
     let fresh = k.node(1, now as u32);
@@ -250,7 +280,7 @@ fn per_peer_share_pushes_back_on_the_flooder_only() {
     let anns: Vec<Vec<u8>> = (0..40u8)
         .map(|i| k.announcement(1000 + u64::from(i), 10, 11 + i))
         .collect();
-    let mut p: Pipeline<Vec<u8>> = Pipeline::new(Config {
+    let mut p = Engine::new(Config {
         queue: QueueLimits {
             max_bytes: 10_000,
             max_messages: 100,
@@ -259,8 +289,7 @@ fn per_peer_share_pushes_back_on_the_flooder_only() {
         },
         threads: 1,
         ..Config::default()
-    })
-    .expect("pool");
+    });
     let decisions: Vec<Decision> = anns[..10]
         .iter()
         .map(|m| p.submit(1, m.clone()).decision)

@@ -102,7 +102,13 @@ impl PyProcessResult {
 /// The gossip pipeline (see `lngossip/_core.pyi` for the documentation).
 #[pyclass(name = "Pipeline", module = "lngossip._core", frozen)]
 struct PyPipeline {
+    /// Queue, seen-set, orphans, graph: locked briefly by `submit` and by
+    /// the apply steps of `process`.
     inner: Mutex<Pipeline<PyBackedBytes>>,
+    /// Held for a whole `process` (one batch verifies at a time); `submit`
+    /// never waits for it, so sockets keep being read while a batch verifies.
+    verifier: Mutex<Verifier>,
+    threads: usize,
 }
 
 fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDict>> {
@@ -203,9 +209,12 @@ impl PyPipeline {
         cfg.seen_capacity = seen_capacity;
         cfg.pubkey_cache_capacity = pubkey_cache_capacity;
         cfg.threads = threads.unwrap_or(0);
-        let inner = Pipeline::new(cfg).map_err(|e| err(py, "ConfigError", e))?;
+        let verifier = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)
+            .map_err(|e| err(py, "ConfigError", e))?;
         Ok(PyPipeline {
-            inner: Mutex::new(inner),
+            threads: verifier.threads(),
+            inner: Mutex::new(Pipeline::new(cfg)),
+            verifier: Mutex::new(verifier),
         })
     }
 
@@ -222,8 +231,16 @@ impl PyPipeline {
     #[pyo3(signature = (max_messages = 4096))]
     fn process(&self, py: Python<'_>, max_messages: usize) -> PyResult<PyProcessResult> {
         let done = py.detach(|| {
-            let mut g = self.inner.lock().ok()?;
-            catch_unwind(AssertUnwindSafe(|| g.process(max_messages))).ok()
+            let mut v = self.verifier.lock().ok()?;
+            catch_unwind(AssertUnwindSafe(|| {
+                let mut b = self.inner.lock().ok()?.begin(max_messages);
+                let r = v.verify(&b.announcement_jobs());
+                self.inner.lock().ok()?.apply_announcements(&mut b, r);
+                let r = v.verify(&b.candidate_jobs());
+                Some(self.inner.lock().ok()?.finish(b, r))
+            }))
+            .ok()
+            .flatten()
         });
         let done = done.ok_or_else(|| internal(py))?;
         let outcomes: Vec<(u64, u64, &str, &str, Option<&str>)> = done
@@ -283,9 +300,8 @@ impl PyPipeline {
     }
 
     #[getter]
-    fn threads(&self, py: Python<'_>) -> PyResult<usize> {
-        let g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
-        Ok(g.threads())
+    fn threads(&self) -> usize {
+        self.threads
     }
 }
 
