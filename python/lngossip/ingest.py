@@ -14,6 +14,7 @@ import resource
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -189,6 +190,7 @@ def run(
     on_decision: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int, PipelineLike], None] | None = None,
     progress_every: int = 10_000,
+    overlap: bool | None = None,
 ) -> IngestReport:
     """Feed ``stream`` of ``(peer, message)`` through ``pipeline`` to the end.
 
@@ -197,12 +199,21 @@ def run(
     (orphans still held at the end count as ``orphaned``; ``seq`` is the
     submission order from 0), ``on_progress`` the message count every
     ``progress_every`` messages.
+
+    ``overlap`` (default: on for the Rust engine, which is thread-safe and
+    verifies without blocking ``submit``) runs each ``process`` call in a
+    worker thread while this thread goes on reading and submitting; the
+    baseline engine is not thread-safe and always runs sequentially. Every
+    callback runs in the calling thread.
     """
     report = IngestReport(engine=engine)
     orphans: set[int] = set()
+    if overlap is None:
+        overlap = engine == "rust"
+    executor = ThreadPoolExecutor(1, thread_name_prefix="lngossip-process") if overlap else None
+    inflight: Future[Any] | None = None
 
-    def drain_one() -> None:
-        res = pipeline.process(batch)
+    def handle(res: Any) -> None:
         if on_decision is not None:
             for seq, _peer, _kind, d, _reason in res.outcomes:
                 if d == "orphaned":  # waits for its channel: not final yet
@@ -213,29 +224,55 @@ def run(
         if on_accepted is not None and res.accepted:
             on_accepted(res.accepted)
 
+    def settle() -> None:
+        """Wait for the batch in flight, if any, and hand its results on."""
+        nonlocal inflight
+        if inflight is not None:
+            done, inflight = inflight, None
+            handle(done.result())
+
+    def start_batch() -> None:
+        """Start verifying a batch (in the worker when overlapping)."""
+        nonlocal inflight
+        if executor is None:
+            handle(pipeline.process(batch))
+        elif inflight is None or inflight.done():
+            settle()
+            inflight = executor.submit(pipeline.process, batch)
+
     t0 = time.perf_counter()
     n = 0
-    for peer, msg in stream:
-        a = pipeline.submit(peer, msg)
-        decision = a.decision
-        while decision == "queue_full" and pipeline.queued:
-            # Backpressure: make room by verifying, then offer the message again.
-            drain_one()
+    try:
+        for peer, msg in stream:
             a = pipeline.submit(peer, msg)
             decision = a.decision
-        if on_decision is not None:
-            if decision == "orphaned":
-                orphans.add(a.seq)
-            elif decision != "queued":
-                on_decision(a.seq, decision)
-        # only an admission can fill the queue up to a batch
-        if decision == "queued" and pipeline.queued >= batch:
-            drain_one()
-        n += 1
-        if on_progress is not None and n % progress_every == 0:
-            on_progress(n, pipeline)
-    while pipeline.queued:
-        drain_one()
+            while decision == "queue_full" and (pipeline.queued or inflight is not None):
+                # Backpressure: make room by verifying, then offer the message again.
+                if inflight is not None:
+                    settle()
+                else:
+                    start_batch()
+                    settle()
+                a = pipeline.submit(peer, msg)
+                decision = a.decision
+            if on_decision is not None:
+                if decision == "orphaned":
+                    orphans.add(a.seq)
+                elif decision != "queued":
+                    on_decision(a.seq, decision)
+            # only an admission can fill the queue up to a batch
+            if decision == "queued" and pipeline.queued >= batch:
+                start_batch()
+            n += 1
+            if on_progress is not None and n % progress_every == 0:
+                on_progress(n, pipeline)
+        settle()
+        while pipeline.queued:
+            start_batch()
+            settle()
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
     report.elapsed_s = time.perf_counter() - t0
     if on_decision is not None:
         for seq in sorted(orphans):

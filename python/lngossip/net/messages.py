@@ -1,0 +1,327 @@
+"""BOLT #1 and BOLT #7 control messages: encoding and decoding.
+
+Every message is ``type`` (u16, big-endian) followed by its fields; lengths
+are in bytes, timestamps in seconds, block heights in blocks. Gossip
+messages proper (256-258) are handled by the pipeline, not here.
+
+Sources: BOLT #1 "The init Message", "The error and warning Messages",
+"The ping and pong Messages", "Type-Length-Value Format"; BOLT #7 "Query
+Messages" and "Initial Sync" (``gossip_timestamp_filter``).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from lngossip.errors import MalformedMessage
+from lngossip.readers import bigsize_encode
+
+__all__ = [
+    "ERROR",
+    "GOSSIP_QUERIES_OPTIONAL",
+    "GOSSIP_TIMESTAMP_FILTER",
+    "INIT",
+    "PING",
+    "PONG",
+    "QUERY_CHANNEL_RANGE",
+    "QUERY_SHORT_CHANNEL_IDS",
+    "REPLY_CHANNEL_RANGE",
+    "REPLY_SHORT_CHANNEL_IDS_END",
+    "WARNING",
+    "GossipTimestampFilter",
+    "Init",
+    "QueryChannelRange",
+    "QueryShortChannelIds",
+    "ReplyChannelRange",
+    "ReplyShortChannelIdsEnd",
+    "decode_error",
+    "encode_error",
+    "encode_ping",
+    "encode_pong",
+    "encode_warning",
+    "message_type",
+    "scid_block",
+]
+
+WARNING = 1
+INIT = 16
+ERROR = 17
+PING = 18
+PONG = 19
+QUERY_SHORT_CHANNEL_IDS = 261
+REPLY_SHORT_CHANNEL_IDS_END = 262
+QUERY_CHANNEL_RANGE = 263
+REPLY_CHANNEL_RANGE = 264
+GOSSIP_TIMESTAMP_FILTER = 265
+
+#: Feature bit 7: ``gossip_queries`` offered, optional (BOLT #9).
+GOSSIP_QUERIES_OPTIONAL = 7
+#: ``encoded_short_ids`` encoding 0: plain array of 8-byte ``short_channel_id``s.
+ENCODING_UNCOMPRESSED = 0
+#: Most ``short_channel_id``s one reply carries (8 bytes each, under 65535 bytes).
+MAX_SCIDS_PER_MESSAGE = 8000
+#: BOLT #1: a ping asking for this many pong bytes or more gets no pong.
+PONG_BYTES_IGNORED = 65532
+
+
+def message_type(msg: bytes) -> int:
+    """The 2-byte big-endian type of ``msg`` (-1 if shorter than 2 bytes)."""
+    return int.from_bytes(msg[:2], "big") if len(msg) >= 2 else -1
+
+
+def scid_block(short_channel_id: int) -> int:
+    """Block height of a ``short_channel_id`` (its top 24 bits)."""
+    return short_channel_id >> 40
+
+
+class _R:
+    """Bounds-checked reader: every overrun raises MalformedMessage."""
+
+    def __init__(self, msg: bytes, pos: int = 2) -> None:
+        self.msg, self.pos = msg, pos
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.msg):
+            raise MalformedMessage("length_overrun")
+        b = self.msg[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(struct.unpack(">H", self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def bigsize(self) -> int:
+        first = self.u8()
+        if first < 0xFD:
+            return first
+        n = {0xFD: 2, 0xFE: 4, 0xFF: 8}[first]
+        v = int.from_bytes(self.take(n), "big")
+        if v < {0xFD: 0xFD, 0xFE: 0x10000, 0xFF: 0x100000000}[first]:
+            raise MalformedMessage("length_overrun")  # non-minimal BigSize
+        return v
+
+    def rest(self) -> bytes:
+        b = self.msg[self.pos :]
+        self.pos = len(self.msg)
+        return b
+
+
+def _features(bits: set[int]) -> bytes:
+    if not bits:
+        return b""
+    n = max(bits) // 8 + 1
+    v = sum(1 << b for b in bits)
+    return v.to_bytes(n, "big")
+
+
+def _feature_bits(data: bytes) -> set[int]:
+    v = int.from_bytes(data, "big")
+    return {i for i in range(len(data) * 8) if v >> i & 1}
+
+
+@dataclass
+class Init:
+    """BOLT #1 ``init`` (type 16): feature bits and the ``networks`` TLV
+    (type 1: the ``chain_hash``es the node is interested in)."""
+
+    features: set[int] = field(default_factory=lambda: {GOSSIP_QUERIES_OPTIONAL})
+    networks: list[bytes] | None = None
+
+    def encode(self) -> bytes:
+        f = _features(self.features)
+        out = struct.pack(">HH", INIT, 0) + struct.pack(">H", len(f)) + f
+        if self.networks is not None:
+            value = b"".join(self.networks)
+            out += bigsize_encode(1) + bigsize_encode(len(value)) + value
+        return out
+
+    @classmethod
+    def decode(cls, msg: bytes) -> Init:
+        """Raises MalformedMessage on overruns or a ``networks`` TLV that is not
+        a whole number of 32-byte hashes."""
+        r = _R(msg)
+        gf = r.take(r.u16())
+        lf = r.take(r.u16())
+        width = max(len(gf), len(lf))
+        merged = int.from_bytes(gf, "big") | int.from_bytes(lf, "big")
+        features = _feature_bits(merged.to_bytes(width, "big")) if width else set()
+        networks: list[bytes] | None = None
+        while r.pos < len(msg):
+            t, n = r.bigsize(), r.bigsize()
+            value = r.take(n)
+            if t == 1:
+                if n % 32:
+                    raise MalformedMessage("length_overrun")
+                networks = [value[i : i + 32] for i in range(0, n, 32)]
+        return cls(features, networks)
+
+
+def encode_ping(num_pong_bytes: int, padding: int = 0) -> bytes:
+    """BOLT #1 ``ping`` (type 18) asking for ``num_pong_bytes`` bytes back."""
+    return struct.pack(">HHH", PING, num_pong_bytes, padding) + bytes(padding)
+
+
+def decode_ping(msg: bytes) -> int:
+    """``num_pong_bytes`` of a ``ping``; raises MalformedMessage."""
+    r = _R(msg)
+    n = r.u16()
+    r.take(r.u16())
+    return n
+
+
+def encode_pong(byteslen: int) -> bytes:
+    """BOLT #1 ``pong`` (type 19) with ``byteslen`` zero bytes."""
+    return struct.pack(">HH", PONG, byteslen) + bytes(byteslen)
+
+
+def encode_error(data: str, channel_id: bytes = bytes(32)) -> bytes:
+    """BOLT #1 ``error`` (type 17); all-zero ``channel_id`` means the connection."""
+    d = data.encode()[:60000]
+    return struct.pack(">H", ERROR) + channel_id + struct.pack(">H", len(d)) + d
+
+
+def encode_warning(data: str, channel_id: bytes = bytes(32)) -> bytes:
+    """BOLT #1 ``warning`` (type 1)."""
+    d = data.encode()[:60000]
+    return struct.pack(">H", WARNING) + channel_id + struct.pack(">H", len(d)) + d
+
+
+def decode_error(msg: bytes) -> str:
+    """Text of an ``error`` or ``warning`` (undecodable bytes replaced)."""
+    r = _R(msg)
+    r.take(32)
+    return r.take(r.u16()).decode("utf-8", "replace")
+
+
+def _encode_scids(scids: list[int]) -> bytes:
+    return bytes([ENCODING_UNCOMPRESSED]) + b"".join(s.to_bytes(8, "big") for s in scids)
+
+
+def _decode_scids(data: bytes) -> list[int]:
+    if not data:
+        return []
+    if data[0] != ENCODING_UNCOMPRESSED or (len(data) - 1) % 8:
+        raise MalformedMessage("length_overrun")  # zlib encoding is deprecated (BOLT #7)
+    return [int.from_bytes(data[i : i + 8], "big") for i in range(1, len(data), 8)]
+
+
+@dataclass
+class GossipTimestampFilter:
+    """BOLT #7 ``gossip_timestamp_filter`` (265): send me gossip with
+    ``first_timestamp <= timestamp < first_timestamp + timestamp_range`` (seconds)."""
+
+    chain_hash: bytes
+    first_timestamp: int = 0
+    timestamp_range: int = 0xFFFFFFFF
+
+    def encode(self) -> bytes:
+        return (
+            struct.pack(">H", GOSSIP_TIMESTAMP_FILTER)
+            + self.chain_hash
+            + struct.pack(">II", self.first_timestamp, self.timestamp_range)
+        )
+
+    @classmethod
+    def decode(cls, msg: bytes) -> GossipTimestampFilter:
+        r = _R(msg)
+        return cls(r.take(32), r.u32(), r.u32())
+
+
+@dataclass
+class QueryChannelRange:
+    """BOLT #7 ``query_channel_range`` (263): channels funded in blocks
+    ``first_blocknum .. first_blocknum + number_of_blocks - 1``."""
+
+    chain_hash: bytes
+    first_blocknum: int = 0
+    number_of_blocks: int = 0xFFFFFFFF
+
+    def encode(self) -> bytes:
+        return (
+            struct.pack(">H", QUERY_CHANNEL_RANGE)
+            + self.chain_hash
+            + struct.pack(">II", self.first_blocknum, self.number_of_blocks)
+        )
+
+    @classmethod
+    def decode(cls, msg: bytes) -> QueryChannelRange:
+        r = _R(msg)
+        return cls(r.take(32), r.u32(), r.u32())
+
+
+@dataclass
+class ReplyChannelRange:
+    """BOLT #7 ``reply_channel_range`` (264), encoding 0 (uncompressed)."""
+
+    chain_hash: bytes
+    first_blocknum: int
+    number_of_blocks: int
+    sync_complete: int
+    short_channel_ids: list[int]
+
+    def encode(self) -> bytes:
+        ids = _encode_scids(self.short_channel_ids)
+        return (
+            struct.pack(">H", REPLY_CHANNEL_RANGE)
+            + self.chain_hash
+            + struct.pack(
+                ">IIBH", self.first_blocknum, self.number_of_blocks, self.sync_complete, len(ids)
+            )
+            + ids
+        )
+
+    @classmethod
+    def decode(cls, msg: bytes) -> ReplyChannelRange:
+        r = _R(msg)
+        ch, first, num, complete = r.take(32), r.u32(), r.u32(), r.u8()
+        return cls(ch, first, num, complete, _decode_scids(r.take(r.u16())))
+
+
+@dataclass
+class QueryShortChannelIds:
+    """BOLT #7 ``query_short_channel_ids`` (261), encoding 0."""
+
+    chain_hash: bytes
+    short_channel_ids: list[int]
+
+    def encode(self) -> bytes:
+        ids = _encode_scids(self.short_channel_ids)
+        return (
+            struct.pack(">H", QUERY_SHORT_CHANNEL_IDS)
+            + self.chain_hash
+            + struct.pack(">H", len(ids))
+            + ids
+        )
+
+    @classmethod
+    def decode(cls, msg: bytes) -> QueryShortChannelIds:
+        r = _R(msg)
+        ch = r.take(32)
+        return cls(ch, _decode_scids(r.take(r.u16())))
+
+
+@dataclass
+class ReplyShortChannelIdsEnd:
+    """BOLT #7 ``reply_short_channel_ids_end`` (262)."""
+
+    chain_hash: bytes
+    full_information: int = 1
+
+    def encode(self) -> bytes:
+        return (
+            struct.pack(">H", REPLY_SHORT_CHANNEL_IDS_END)
+            + self.chain_hash
+            + bytes([self.full_information])
+        )
+
+    @classmethod
+    def decode(cls, msg: bytes) -> ReplyShortChannelIdsEnd:
+        r = _R(msg)
+        return cls(r.take(32), r.u8())
