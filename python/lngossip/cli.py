@@ -133,6 +133,12 @@ def _drive(
             report.accepted_written = writer.messages
     if finish is not None:
         finish(report)
+    emit_report(report, args, title)
+    return report
+
+
+def emit_report(report: IngestReport, args: argparse.Namespace, title: str) -> None:
+    """Print ``report`` as JSON (``--json``) or as the decisions table."""
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -140,7 +146,6 @@ def _drive(
         if not out.is_terminal:
             out = Console(width=160)  # whole column names in logs and pipes
         print_report(report, out, title)
-    return report
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -170,6 +175,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from lngossip import gen
 
     err = Console(stderr=True)
+    if not args.in_process:
+        import asyncio
+
+        from lngossip.netcli import demo_tcp
+
+        err.print(
+            f"demo: {args.peers} nodes serve a signed synthetic graph of {args.channels:,} "
+            "channels on loopback, one more sends malformed and forged gossip; "
+            "a fresh node syncs from all of them over BOLT #8"
+        )
+        emit_report(asyncio.run(demo_tcp(args)), args, "lngossip demo (TCP, BOLT #8)")
+        return 0
     err.print(
         f"demo: signing a synthetic graph of {args.channels:,} channels "
         f"(deterministic keys), replayed from {args.peers} peers plus one bad peer"
@@ -208,10 +225,36 @@ def build_parser() -> argparse.ArgumentParser:
     common(ingest, 1)
     ingest.set_defaults(func=cmd_ingest)
 
-    demo = sub.add_parser("demo", help="ingest a generated signed graph from 4 peers")
+    demo = sub.add_parser("demo", help="sync a generated signed graph from 4 peers on loopback")
     demo.add_argument("--channels", type=int, default=3000)
+    demo.add_argument(
+        "--in-process", action="store_true", help="replay the peers in process, without TCP"
+    )
     common(demo, 4)
     demo.set_defaults(func=cmd_demo)
+
+    from lngossip import netcli
+
+    serve = sub.add_parser("serve", help="serve the accepted contents of gossip files")
+    serve.add_argument("--listen", required=True, metavar="HOST:PORT")
+    serve.add_argument("--gossip", nargs="+", required=True, metavar="FILE")
+    serve.add_argument("--key-file", help="node key (hex secret); created if missing")
+    serve.add_argument("--format", choices=readers.FORMATS, default="auto")
+    serve.add_argument("--engine", choices=ENGINES, default="rust")
+    serve.set_defaults(func=netcli.cmd_serve, peers=1, batch=1)
+
+    sync = sub.add_parser("sync", help="sync gossip from peers (NODE_ID@HOST:PORT)")
+    sync.add_argument("addresses", nargs="+", metavar="NODE_ID@HOST:PORT")
+    sync.add_argument(
+        "--until-idle",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="stop after S seconds without gossip (default 5)",
+    )
+    sync.add_argument("--query", action="store_true", help="also sync by channel range queries")
+    common(sync, 1)
+    sync.set_defaults(func=netcli.cmd_sync, policy="live")
     return parser
 
 

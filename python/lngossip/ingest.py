@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from lngossip.wire import MSG_KINDS
 
-__all__ = ["ENGINES", "IngestReport", "make_pipeline", "replay_as_peers", "run"]
+__all__ = ["ENGINES", "IngestReport", "make_pipeline", "replay_as_peers", "report_from", "run"]
 
 ENGINES = ("rust", "baseline")
 #: Messages per ``process`` call: big enough to keep every core busy
@@ -206,7 +206,6 @@ def run(
     baseline engine is not thread-safe and always runs sequentially. Every
     callback runs in the calling thread.
     """
-    report = IngestReport(engine=engine)
     orphans: set[int] = set()
     if overlap is None:
         overlap = engine == "rust"
@@ -273,17 +272,26 @@ def run(
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
-    report.elapsed_s = time.perf_counter() - t0
     if on_decision is not None:
         for seq in sorted(orphans):
             on_decision(seq, "orphaned")
+    return report_from(pipeline, engine, time.perf_counter() - t0, n)
+
+
+def report_from(
+    pipeline: PipelineLike, engine: str, elapsed_s: float, messages: int
+) -> IngestReport:
+    """An :class:`IngestReport` of ``pipeline``'s counters now."""
     c = pipeline.counters()
-    report.messages = n
-    report.decisions = {k: dict(c["decisions"][k]) for k in MSG_KINDS}
-    report.signatures_verified = c["signatures_verified"]
-    report.queue_high_water_bytes = c["queue_high_water_bytes"]
-    report.queue_full = c["queue_full"]
-    report.orphans_evicted = c["orphans_evicted"]
-    report.malformed_reasons = dict(c["malformed_reasons"])
-    report.peak_rss_bytes = peak_rss_bytes()
-    return report
+    return IngestReport(
+        engine=engine,
+        messages=messages,
+        decisions={k: dict(c["decisions"][k]) for k in MSG_KINDS},
+        signatures_verified=c["signatures_verified"],
+        elapsed_s=elapsed_s,
+        peak_rss_bytes=peak_rss_bytes(),
+        queue_high_water_bytes=c["queue_high_water_bytes"],
+        queue_full=c["queue_full"],
+        orphans_evicted=c["orphans_evicted"],
+        malformed_reasons=dict(c["malformed_reasons"]),
+    )

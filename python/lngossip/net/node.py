@@ -155,6 +155,8 @@ class Node:
         self._closing = False
         self._busy_processing = False
         self.last_gossip_at = time.monotonic()
+        #: when the last batch finished (monotonic seconds)
+        self.last_processed_at = 0.0
 
     # -- identity and bookkeeping ------------------------------------------
     @property
@@ -442,6 +444,7 @@ class Node:
             t = wire.message_type(msg)
             if t in GOSSIP_TYPES:
                 peer.gossip_received += 1
+                self.counters["gossip_received"] += 1
                 self.last_gossip_at = peer.last_rx
                 await self._admit(pid, msg)
             elif t == wire.PING:
@@ -542,6 +545,7 @@ class Node:
         for _seq, pid, _kind, decision, _reason in res.outcomes:
             if decision == "invalid_signature":
                 bad[pid] += 1
+        self.last_processed_at = time.monotonic()
         for m in res.accepted:
             self.store.add(m)
         if self.on_accepted is not None and res.accepted:

@@ -1,0 +1,281 @@
+"""``lngossip serve``, ``lngossip sync`` and the loopback TCP ``demo``:
+the command-line side of :mod:`lngossip.net`.
+
+Times are in seconds. Peers are given as ``NODE_ID@HOST:PORT`` with the
+66-hex-digit ``node_id`` (BOLT #8 needs it to start the handshake).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from lngossip import readers
+from lngossip.errors import ConfigError
+from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_from, run
+from lngossip.net import messages as wire
+from lngossip.net.node import Node, NodeConfig
+from lngossip.net.store import GraphStore
+from lngossip.transport import Keys, TransportError, accept
+from lngossip.wire import MAINNET_CHAIN_HASH
+
+__all__ = ["cmd_serve", "cmd_sync", "demo_tcp", "parse_peer"]
+
+
+def parse_peer(text: str) -> tuple[bytes, str, int]:
+    """``NODE_ID@HOST:PORT`` -> (33-byte node_id, host, port).
+
+    Raises:
+        ConfigError: when the text is not of that shape.
+    """
+    try:
+        node_hex, addr = text.split("@", 1)
+        host, port = addr.rsplit(":", 1)
+        node_id = bytes.fromhex(node_hex)
+        if len(node_id) != 33 or node_id[0] not in (2, 3):
+            raise ValueError("node_id must be 33 bytes starting 02 or 03")
+        return node_id, host.strip("[]"), int(port)
+    except ValueError as e:
+        raise ConfigError(f"peer must be NODE_ID@HOST:PORT ({e}): {text!r}") from e
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); raises ConfigError."""
+    try:
+        host, port = text.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+    except ValueError as e:
+        raise ConfigError(f"--listen must be HOST:PORT: {text!r}") from e
+
+
+def _load_keys(path: str | None) -> Keys:
+    if path is None:
+        return Keys()
+    try:
+        return Keys.from_file(path)
+    except FileNotFoundError:
+        keys = Keys()
+        keys.to_file(path)
+        return keys
+
+
+async def _until_stopped(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    keys = _load_keys(args.key_file)
+    store = GraphStore()
+    pipeline = make_pipeline(args.engine, policy="archive")
+    files: list[readers.ReadReport] = []
+
+    def messages() -> Any:
+        for path in args.gossip:
+            rep = readers.ReadReport(path=str(path))
+            files.append(rep)
+            yield from readers.iter_messages(path, rep, fmt=args.format)
+
+    stream = ((0, m) for m in messages())
+    report = await asyncio.to_thread(
+        run, pipeline, stream, engine=args.engine, on_accepted=store.add_all
+    )
+    err.print(
+        f"serve: {len(store):,} accepted messages ({store.channel_count:,} channels) "
+        f"from {len(files)} file(s) in {report.elapsed_s:.1f} s"
+    )
+    node = Node(
+        keys, make_pipeline(args.engine, policy="live"), store=store, config=NodeConfig(sync=False)
+    )
+    host, port = await node.listen(*parse_listen(args.listen))
+    print(f"{node.node_id.hex()}@{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    await _until_stopped(stop)
+    await node.close(timeout=5)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``lngossip serve``: serve the accepted contents of gossip files."""
+    return asyncio.run(_serve(args))
+
+
+async def sync_from(
+    peers: list[tuple[bytes, str, int]],
+    *,
+    engine: str,
+    policy: str,
+    until_idle: float,
+    on_accepted: Callable[[list[bytes]], object] | None = None,
+    query: bool = False,
+    show: Console | None = None,
+    threads: int | None = None,
+) -> tuple[IngestReport, Node]:
+    """Connect to ``peers``, sync until no gossip came for ``until_idle``
+    seconds and every admitted message is decided, close, and report."""
+    kw: dict[str, Any] = {"policy": policy}
+    if threads is not None:
+        kw["threads"] = threads
+    pipeline: PipelineLike = make_pipeline(engine, **kw)
+    node = Node(Keys(), pipeline, config=NodeConfig(query_channels=query), on_accepted=on_accepted)
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(node.connect(n, h, p) for n, h, p in peers))
+    if not any(results):
+        await node.close(2)
+        raise ConfigError(
+            "no peer could be reached: "
+            + ", ".join(
+                k.removeprefix("dial_failed:") for k in node.counters if k.startswith("dial_failed")
+            )
+        )
+    live: Live | None = None
+    if show is not None:
+        live = Live(console=show, refresh_per_second=4, transient=True)
+        live.start()
+    try:
+        last = (time.perf_counter(), 0)
+        while True:
+            await asyncio.sleep(0.25)
+            received = node.counters["gossip_received"]
+            idle = time.monotonic() - node.last_gossip_at
+            if live is not None:
+                c = pipeline.counters()
+                acc = sum(v["accepted"] for v in c["decisions"].values())
+                now = time.perf_counter()
+                rate = (received - last[1]) / max(now - last[0], 1e-9)
+                last = (now, received)
+                live.update(
+                    f"peers {len(node.peers)}  received {received:,}  {rate:,.0f} msg/s  "
+                    f"queue {c['queue_bytes']:,} B  accepted {acc:,}"
+                )
+            quiet = idle >= until_idle and not pipeline.queued
+            if quiet or (not node.connections and not pipeline.queued):
+                break
+    finally:
+        if live is not None:
+            live.stop()
+    await node.drain()
+    # the sync's own time: up to the last message received or decided, not the idle wait
+    elapsed = max(node.last_gossip_at, node.last_processed_at) - t0
+    await node.close(timeout=10)
+    report = report_from(pipeline, engine, elapsed, node.counters["gossip_received"])
+    return report, node
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``lngossip sync``: sync from peers and summarise like ``ingest``."""
+    from lngossip.cli import emit_report
+
+    peers = [parse_peer(p) for p in args.addresses]
+    err = Console(stderr=True)
+    show = err if err.is_terminal and not args.no_progress else None
+
+    async def main() -> IngestReport:
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(readers.GspWriter(args.out)) if args.out else None
+            report, _ = await sync_from(
+                peers,
+                engine=args.engine,
+                policy=args.policy,
+                until_idle=args.until_idle,
+                on_accepted=writer.write_all if writer is not None else None,
+                query=args.query,
+                show=show,
+                threads=args.threads,
+            )
+            if writer is not None:
+                report.accepted_written = writer.messages
+            return report
+
+    emit_report(asyncio.run(main()), args, "lngossip sync")
+    return 0
+
+
+async def _bad_peer(msgs: list[bytes], keys: Keys, ready: asyncio.Event, port: list[int]) -> None:
+    """A peer that answers the handshake and init, then sends ``msgs``
+    (malformed and forged gossip) and nothing else."""
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            conn = await accept(reader, writer, keys)
+            await conn.send(wire.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            while wire.message_type(await conn.recv()) != wire.INIT:
+                pass
+            for m in msgs:
+                await conn.send(m)
+            await asyncio.sleep(0.5)
+            await conn.close()
+        except (TransportError, OSError):
+            writer.close()
+        finally:
+            done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port.append(server.sockets[0].getsockname()[1])
+    ready.set()
+    try:
+        await done.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def demo_tcp(args: argparse.Namespace) -> IngestReport:
+    """The TCP demo: ``args.peers`` serving nodes with a signed synthetic
+    graph and one bad peer, all on loopback; one node syncs from all of them
+    over BOLT #8 and the report of its pipeline is returned."""
+    from lngossip import gen
+
+    graph = gen.synthetic_graph(args.channels, max(args.channels // 5, 10))
+    store = GraphStore()
+    store.add_all(graph.messages())
+    bad = [m for p, m in gen.demo_stream(graph, peers=args.peers) if p == args.peers]
+    servers = [Node(Keys(), store=store, config=NodeConfig(sync=False)) for _ in range(args.peers)]
+    addrs = [await s.listen("127.0.0.1", 0) for s in servers]
+    peers = [(s.node_id, h, p) for s, (h, p) in zip(servers, addrs, strict=True)]
+    bad_keys, ready, port = Keys(), asyncio.Event(), []  # type: ignore[var-annotated]
+    bad_task = asyncio.create_task(_bad_peer(bad, bad_keys, ready, port))
+    await ready.wait()
+    peers.append((bad_keys.node_id, "127.0.0.1", port[0]))
+    err = Console(stderr=True)
+    try:
+        report, _ = await sync_from(
+            peers,
+            engine=args.engine,
+            policy=args.policy,
+            until_idle=1.0,
+            show=err if err.is_terminal and not args.no_progress else None,
+            threads=args.threads,
+        )
+    finally:
+        for s in servers:
+            await s.close(2)
+        bad_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await bad_task
+    return report
+
+
+def main_sync_for_tests(argv: list[str]) -> int:
+    """Entry point used by subprocess tests (same as ``lngossip sync``)."""
+    from lngossip.cli import main
+
+    return main(["sync", *argv])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main_sync_for_tests(sys.argv[1:]))
