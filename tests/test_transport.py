@@ -653,7 +653,7 @@ def test_connection_frames_match_vectors() -> None:
             sender = Connection(ra, wa, send, recv, RESP_LS_PUB)
             for _ in range(1002):
                 await sender.send(b"hello")
-            frames = [await rb.readexactly(40) for _ in range(1002)]
+            frames = [await rb.readexactly(39) for _ in range(1002)]  # 18 + 5 + 16
             for i, expected in HELLO_FRAMES.items():
                 assert frames[i].hex() == expected, f"message {i}"
 
@@ -662,7 +662,7 @@ def test_connection_frames_match_vectors() -> None:
             wc.write(b"".join(frames))
             for _ in range(1002):
                 assert await receiver.recv() == b"hello"
-            assert receiver.bytes_received == 40 * 1002
+            assert receiver.bytes_received == 39 * 1002
         finally:
             for w in (wa, wb, wc, wd):
                 await close_writer(w)

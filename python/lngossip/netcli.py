@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from coincurve import PublicKey
 from rich.console import Console
 from rich.live import Live
 
@@ -43,6 +44,7 @@ def parse_peer(text: str) -> tuple[bytes, str, int]:
         node_id = bytes.fromhex(node_hex)
         if len(node_id) != 33 or node_id[0] not in (2, 3):
             raise ValueError("node_id must be 33 bytes starting 02 or 03")
+        PublicKey(node_id)  # on the curve, or ValueError
         return node_id, host.strip("[]"), int(port)
     except ValueError as e:
         raise ConfigError(f"peer must be NODE_ID@HOST:PORT ({e}): {text!r}") from e
