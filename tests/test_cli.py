@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lngossip import readers
 from lngossip.transport import Keys
 from tests.conftest import CLN_STORE, LNRESEARCH, needs_data, topology
