@@ -4,12 +4,22 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev build test test-rust test-python lint fmt bench demo
+.PHONY: dev pyln build test test-rust test-python lint fmt bench demo
+
+# pyln-proto (Core Lightning's independent BOLT #8 implementation) for the
+# interop tests. It ships a fork of coincurve under the same import name, so
+# it gets a venv of its own; tests/pyln_peer.py runs there as a subprocess.
+PYLN_VENV ?= .venv-pyln
+export LNGOSSIP_PYLN_PYTHON ?= $(abspath $(PYLN_VENV))/bin/python
 
 dev:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
+
+pyln:
+	$(PY) -m venv $(PYLN_VENV)
+	$(PYLN_VENV)/bin/pip install -q "pyln-proto==26.6.9"
 
 build:
 	$(BIN)/maturin develop --release

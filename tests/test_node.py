@@ -286,3 +286,26 @@ def test_full_sync_from_four_serving_nodes_verifies_each_signature_once() -> Non
             await s.close(5)
 
     run(body)
+
+
+@needs_data
+def test_query_sync_fetches_each_channel_from_one_peer() -> None:
+    """``query_channel_range`` to every server, each ``short_channel_id``
+    fetched from one of them: every message crosses the wire once."""
+    msgs = topology(SUBSET)
+
+    async def body() -> None:
+        store = _store(msgs)
+        servers = [await make_node(f"q{i}", store=store, sync=False) for i in range(3)]
+        client = await make_node("qclient", sync_mode="query")
+        for s in servers:
+            assert await client.connect(s.node_id, *s.addr) is not None  # type: ignore[attr-defined]
+        await until(lambda: client.store.all_messages() == set(msgs), timeout=60, what="sync")
+        await client.drain()
+        assert client.counters["gossip_received"] == len(msgs)
+        assert client.pipeline.counters()["decisions"]["channel_announcement"]["duplicate"] == 0
+        await client.close(2)
+        for s in servers:
+            await s.close(2)
+
+    run(body)

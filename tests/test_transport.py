@@ -332,12 +332,22 @@ LOCAL = "127.0.0.1"
 async def listening(
     handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
 ) -> AsyncIterator[int]:
-    """A server on 127.0.0.1 running ``handler`` per connection; yields its port."""
-    server = await asyncio.start_server(handler, LOCAL, 0, limit=32 * 1024)
+    """A server on 127.0.0.1 running ``handler`` per connection; yields its
+    port. On exit every accepted stream is closed, whatever its handler did
+    (an unclosed one is a ResourceWarning, an error here)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await handler(reader, writer)
+
+    server = await asyncio.start_server(tracked, LOCAL, 0, limit=32 * 1024)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        for writer in writers:
+            await close_writer(writer)
         await server.wait_closed()
 
 
@@ -608,7 +618,7 @@ def test_connect_timeout() -> None:
                 await connect(LOCAL, port, Keys(), Keys().node_id, timeout=0.3)
             elapsed = time.monotonic() - start
             assert ei.value.reason == "timeout"
-            assert 0.25 <= elapsed < 2.0
+            assert 0.25 <= elapsed < 5.0
 
     run(main())
 
@@ -622,7 +632,7 @@ def test_accept_timeout() -> None:
                 with pytest.raises(TransportError) as ei:
                     await fut
                 assert ei.value.reason == "timeout"
-                assert time.monotonic() - start < 2.0
+                assert time.monotonic() - start < 5.0
                 assert await reader.read() == b""  # the responder hung up
             finally:
                 await close_writer(writer)

@@ -252,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="stop after S seconds without gossip (default 5)",
     )
-    sync.add_argument("--query", action="store_true", help="also sync by channel range queries")
+    sync.add_argument(
+        "--query",
+        action="store_true",
+        help="sync by channel-range queries, each channel from one peer "
+        "(default: gossip_timestamp_filter, every peer sends everything)",
+    )
     common(sync, 1)
     sync.set_defaults(func=netcli.cmd_sync, policy="live")
     return parser

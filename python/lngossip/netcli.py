@@ -132,7 +132,12 @@ async def sync_from(
     if threads is not None:
         kw["threads"] = threads
     pipeline: PipelineLike = make_pipeline(engine, **kw)
-    node = Node(Keys(), pipeline, config=NodeConfig(query_channels=query), on_accepted=on_accepted)
+    node = Node(
+        Keys(),
+        pipeline,
+        config=NodeConfig(sync_mode="query" if query else "filter"),
+        on_accepted=on_accepted,
+    )
     t0 = time.monotonic()
     results = await asyncio.gather(*(node.connect(n, h, p) for n, h, p in peers))
     if not any(results):

@@ -88,8 +88,9 @@ _HEADER_LEN: Final = 2 + _MAC_LEN  # encrypted length prefix
 _ROTATE_AFTER: Final = 1000  # BOLT #8 "Lightning Message Key Rotation"
 
 # StreamReader limit for connections that connect() opens: the transport
-# stops reading once more than 2 * limit bytes are buffered, i.e. at about one
-# maximum frame (18 + 65535 + 16 = 65569 bytes) ahead of the consumer.
+# pauses reading once more than 2 * limit = 64 KiB (about one maximum frame,
+# 18 + 65535 + 16 = 65569 bytes) is buffered ahead of the consumer; one socket
+# read can overshoot that by at most its size (256 KiB in CPython 3.11).
 _READ_LIMIT: Final = 32 * 1024
 # Write buffer high-water mark: drain() in send() blocks above it.
 _WRITE_HIGH_WATER: Final = 256 * 1024

@@ -62,12 +62,16 @@ class NodeConfig:
     handshake_timeout: float = 10.0
     #: Messages per verification batch.
     batch: int = 4096
-    #: Ask every new peer for its gossip (``gossip_timestamp_filter``).
+    #: Sync from every new peer.
     sync: bool = True
-    #: ``first_timestamp`` of that filter (0: everything).
+    #: ``"filter"``: ask each peer for everything since ``first_timestamp``
+    #: (``gossip_timestamp_filter``; every peer sends its copy, dedup drops the
+    #: rest). ``"query"``: ask each peer for its ``short_channel_id``s
+    #: (``query_channel_range``) and fetch each channel from one peer only
+    #: (``query_short_channel_ids``), plus a filter from now on for new gossip.
+    sync_mode: str = "filter"
+    #: ``first_timestamp`` of the filter in ``"filter"`` mode (0: everything).
     first_timestamp: int = 0
-    #: Sync by ``query_channel_range`` / ``query_short_channel_ids`` as well.
-    query_channels: bool = False
     #: Invalid signatures from one connection before it is warned, closed and banned.
     ban_after_invalid: int = 10
     #: How long a banned ``node_id`` is refused.
@@ -106,6 +110,10 @@ class Peer:
     gossip_received: int = 0
     task: asyncio.Task[None] | None = None
     sync_done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: ``query_short_channel_ids`` chunks waiting for the previous reply (BOLT #7
+    #: allows one query in flight per peer).
+    scid_chunks: list[list[int]] = field(default_factory=list)
+    query_in_flight: bool = False
 
     @property
     def initiator(self) -> str:
@@ -154,6 +162,7 @@ class Node:
         self._processing: asyncio.Task[None] | None = None
         self._closing = False
         self._busy_processing = False
+        self._requested_scids: set[int] = set()
         self.last_gossip_at = time.monotonic()
         #: when the last batch finished (monotonic seconds)
         self.last_processed_at = 0.0
@@ -408,11 +417,20 @@ class Node:
 
     async def _request_gossip(self, peer: Peer) -> None:
         ch = self.config.chain_hash
-        await peer.conn.send(wire.GossipTimestampFilter(ch, self.config.first_timestamp).encode())
-        if self.config.query_channels and wire.GOSSIP_QUERIES_OPTIONAL in (
-            peer.init.features if peer.init else set()
-        ):
+        if self.config.sync_mode == "query":
+            # new gossip from now on, and the backlog channel by channel
+            await peer.conn.send(wire.GossipTimestampFilter(ch, int(time.time())).encode())
             await peer.conn.send(wire.QueryChannelRange(ch).encode())
+        else:
+            f = wire.GossipTimestampFilter(ch, self.config.first_timestamp)
+            await peer.conn.send(f.encode())
+
+    async def _query_next_chunk(self, peer: Peer) -> None:
+        if peer.query_in_flight or not peer.scid_chunks:
+            return
+        chunk = peer.scid_chunks.pop(0)
+        peer.query_in_flight = True
+        await peer.conn.send(wire.QueryShortChannelIds(self.config.chain_hash, chunk).encode())
 
     async def _pinger(self, peer: Peer) -> None:
         cfg = self.config
@@ -466,15 +484,20 @@ class Node:
                 tg.create_task(self._reply_channel_range(peer, q))
             elif t == wire.REPLY_CHANNEL_RANGE:
                 r = wire.ReplyChannelRange.decode(msg)
-                if r.short_channel_ids:
-                    await peer.conn.send(
-                        wire.QueryShortChannelIds(ch, r.short_channel_ids).encode()
-                    )
+                # each channel is fetched from the first peer that lists it
+                new = [s for s in r.short_channel_ids if s not in self._requested_scids]
+                self._requested_scids.update(new)
+                step = wire.MAX_SCIDS_PER_MESSAGE
+                peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
+                await self._query_next_chunk(peer)
             elif t == wire.QUERY_SHORT_CHANNEL_IDS:
                 q2 = wire.QueryShortChannelIds.decode(msg)
                 tg.create_task(self._reply_short_channel_ids(peer, q2))
             elif t == wire.REPLY_SHORT_CHANNEL_IDS_END:
-                peer.sync_done.set()
+                peer.query_in_flight = False
+                await self._query_next_chunk(peer)
+                if not peer.scid_chunks and not peer.query_in_flight:
+                    peer.sync_done.set()
             elif t == wire.ERROR:
                 self.counters["errors_received"] += 1
                 raise _Disconnect("peer_error")

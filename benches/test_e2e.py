@@ -1,0 +1,90 @@
+"""End to end: a loopback sync of the topology dataset from 4 serving
+nodes over BOLT #8, beside B1 (the same messages ingested from memory) in
+the same run. Servers and client share this process and its 2 cores.
+
+``filter`` mode asks every server for everything (``gossip_timestamp_filter``
+from 0): 4 copies of each message cross the wire and dedup drops 3.
+``query`` mode asks each server for its channel ranges and fetches every
+``short_channel_id`` from one server only (``query_short_channel_ids``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from lngossip.ingest import make_pipeline, run
+from lngossip.net.node import Node, NodeConfig
+from lngossip.net.store import GraphStore
+from lngossip.transport import Keys
+
+SIGNATURES = 322_172
+
+
+def test_e2e_b1_reference(
+    benchmark: Any, topology_messages: list[bytes], results: dict[str, Any]
+) -> None:
+    """B1 again, in this run, as the yardstick of the end-to-end figures."""
+    benchmark.group = "end to end"
+
+    def b1() -> float:
+        t0 = time.perf_counter()
+        r = run(make_pipeline("rust"), [(0, m) for m in topology_messages])
+        assert r.signatures_verified == SIGNATURES
+        return time.perf_counter() - t0
+
+    results["e2e_b1_s"] = benchmark.pedantic(b1, rounds=1, iterations=1)
+
+
+async def _sync(msgs: list[bytes], mode: str) -> tuple[float, int]:
+    store = GraphStore()
+    store.add_all(msgs)
+    servers = [Node(Keys(), store=store, config=NodeConfig(sync=False)) for _ in range(4)]
+    addrs = [await s.listen("127.0.0.1", 0) for s in servers]
+    client = Node(
+        Keys(),
+        make_pipeline("rust", policy="archive"),
+        config=NodeConfig(sync_mode=mode),
+    )
+    t0 = time.monotonic()
+    for s, (h, p) in zip(servers, addrs, strict=True):
+        await client.connect(s.node_id, h, p)
+    while client.store.channel_count < 50_808 or len(client.store) < len(msgs):
+        await asyncio.sleep(0.02)
+    await client.drain()
+    elapsed = max(client.last_processed_at, client.last_gossip_at) - t0
+    received = client.counters["gossip_received"]
+    assert client.pipeline.counters()["signatures_verified"] == SIGNATURES
+    assert client.store.all_messages() == set(msgs)
+    await client.close(10)
+    for s in servers:
+        await s.close(10)
+    return elapsed, received
+
+
+@pytest.mark.parametrize("mode", ["filter", "query"])
+def test_e2e_loopback_sync_4_servers(
+    benchmark: Any, mode: str, topology_messages: list[bytes], results: dict[str, Any]
+) -> None:
+    benchmark.group = "end to end"
+    elapsed, received = benchmark.pedantic(
+        lambda: asyncio.run(_sync(topology_messages, mode)), rounds=1, iterations=1
+    )
+    results[f"e2e_{mode}_s"] = elapsed
+    results[f"e2e_{mode}_received"] = received
+
+
+def test_zz_e2e_report(results: dict[str, Any]) -> None:
+    if "e2e_b1_s" not in results:
+        pytest.skip("run the whole file")
+    print("\n\n| end to end (4 servers, loopback) | time | messages received | msg/s | x B1 |")
+    print("|---|---|---|---|---|")
+    b1 = results["e2e_b1_s"]
+    print(f"| B1 (in memory, same run) | {b1:.2f} s | 169,748 | {169_748 / b1:,.0f} | 1.00 |")
+    for mode in ("filter", "query"):
+        if f"e2e_{mode}_s" in results:
+            t, n = results[f"e2e_{mode}_s"], results[f"e2e_{mode}_received"]
+            print(f"| sync, {mode} mode | {t:.2f} s | {n:,} | {n / t:,.0f} | {t / b1:.2f} |")
