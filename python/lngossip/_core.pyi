@@ -11,7 +11,7 @@ __all__ = [
     "Pipeline",
     "ProcessResult",
     "__version__",
-    "_time_single_core_verify",
+    "_time_bare_verify",
     "verify_batch",
 ]
 
@@ -164,11 +164,16 @@ def verify_batch(
         ConfigError: on a wrong column width or differing row counts.
     """
 
-def _time_single_core_verify(
+def _time_bare_verify(
     signatures: npt.NDArray[np.uint8],
     public_keys: npt.NDArray[np.uint8],
     digests: npt.NDArray[np.uint8],
+    threads: int = 1,
 ) -> tuple[float, int]:
-    """Benchmark calibration: seconds one thread takes to verify the
-    triples with keys and signatures parsed beforehand (the bare
-    libsecp256k1 verify cost), and how many verified. GIL released."""
+    """Benchmark calibration: seconds ``threads`` threads (0: one per core)
+    take to verify the triples with keys and signatures parsed beforehand
+    (the bare libsecp256k1 verify cost), and how many verified. GIL released.
+
+    Raises:
+        ConfigError: when the thread pool cannot be built.
+    """

@@ -377,18 +377,21 @@ fn verify_batch<'py>(
     Ok(out.into_pyarray(py))
 }
 
-/// Seconds one thread takes to verify the triples (keys pre-parsed), and how many verified.
+/// Seconds `threads` threads take to verify the triples (keys pre-parsed), and how many verified.
 #[pyfunction]
-fn _time_single_core_verify<'py>(
+#[pyo3(signature = (signatures, public_keys, digests, threads = 1))]
+fn _time_bare_verify<'py>(
     py: Python<'py>,
     signatures: PyReadonlyArray2<'py, u8>,
     public_keys: PyReadonlyArray2<'py, u8>,
     digests: PyReadonlyArray2<'py, u8>,
+    threads: usize,
 ) -> PyResult<(f64, usize)> {
     let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
     let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
     let d: Vec<[u8; 32]> = rows(py, "digests", &digests)?;
-    Ok(py.detach(|| lngossip_core::verify::time_single_core_verify(&s, &k, &d)))
+    py.detach(|| lngossip_core::verify::time_bare_verify(&s, &k, &d, threads))
+        .map_err(|e| err(py, "ConfigError", e))
 }
 
 #[pymodule]
@@ -397,7 +400,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdmission>()?;
     m.add_class::<PyProcessResult>()?;
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
-    m.add_function(wrap_pyfunction!(_time_single_core_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(_time_bare_verify, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
