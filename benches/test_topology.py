@@ -74,29 +74,43 @@ def _ingest(engine: str, stream: Any) -> dict[str, Any]:
     return {"seconds": wall, "messages": report.messages}
 
 
+def _calibrate(msgs: list[bytes], results: dict[str, Any], tag: str) -> None:
+    """Bare verify rate on one core and on all cores, right now."""
+    s, k, d = _calibration_columns(msgs, 10_000)
+    for threads, key in ((1, "single_core"), (CORES, "all_cores")):
+        seconds, ok = _time_bare_verify(s, k, d, threads)
+        assert ok == len(s)
+        results.setdefault(f"{key}_verify_per_s_{tag}", []).append(len(s) / seconds)
+
+
+def _min_seconds(benchmark: Any) -> float:
+    return float(benchmark.stats.stats.min)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_b1_unique(
     benchmark: Any, engine: str, topology_messages: list[bytes], results: dict[str, Any]
 ) -> None:
-    """B1: the whole file once, from one peer."""
+    """B1: the whole file once, from one peer (best of 2; for the Rust engine
+    the calibration runs again right before, under the same conditions)."""
     benchmark.group = "B1 unique"
-    r = benchmark.pedantic(
-        _ingest, (engine, [(0, m) for m in topology_messages]), rounds=1, iterations=1
-    )
-    results[f"b1_{engine}_s"] = r["seconds"]
+    if engine == "rust":
+        _calibrate(topology_messages, results, "b1")
+    stream = [(0, m) for m in topology_messages]
+    benchmark.pedantic(_ingest, (engine, stream), rounds=2, iterations=1)
+    results[f"b1_{engine}_s"] = _min_seconds(benchmark)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_b2_initial_sync_8_peers(
     benchmark: Any, engine: str, topology_messages: list[bytes], results: dict[str, Any]
 ) -> None:
-    """B2: the file from 8 interleaved peers (each message 8 times)."""
+    """B2: the file from 8 interleaved peers (each message 8 times; best of 2)."""
     benchmark.group = "B2 8 peers"
-    r = benchmark.pedantic(
-        _ingest, (engine, replay_as_peers(topology_messages, 8)), rounds=1, iterations=1
-    )
-    assert r["messages"] == 8 * len(topology_messages)
-    results[f"b2_{engine}_s"] = r["seconds"]
+    stream = list(replay_as_peers(topology_messages, 8))
+    assert len(stream) == 8 * len(topology_messages)
+    benchmark.pedantic(_ingest, (engine, stream), rounds=2, iterations=1)
+    results[f"b2_{engine}_s"] = _min_seconds(benchmark)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +134,11 @@ def test_zz_report(results: dict[str, Any]) -> None:
     if any(k not in results for k in need):
         pytest.skip("run the whole file to get the report")
     r = results
-    floor_rate = r["cores"] * r["single_core_verify_per_s"]
+    # the calibration taken right before B1 (best of its runs), else the first one
+    single = max(r.get("single_core_verify_per_s_b1", [r["single_core_verify_per_s"]]))
+    all_cores = max(r.get("all_cores_verify_per_s_b1", [r["all_cores_verify_per_s"]]))
+    r["single_core_verify_per_s"], r["all_cores_verify_per_s"] = single, all_cores
+    floor_rate = r["cores"] * single
     b1_rate = SIGNATURES / r["b1_rust_s"]
     rows = [
         ("single-core verify (calibration)", f"{r['single_core_verify_per_s']:,.0f} sig/s", ""),
