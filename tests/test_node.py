@@ -309,3 +309,44 @@ def test_query_sync_fetches_each_channel_from_one_peer() -> None:
             await s.close(2)
 
     run(body)
+
+
+def test_garbage_frame_ends_the_connection_with_a_counted_reason() -> None:
+    async def body() -> None:
+        victim = await make_node("gv", sync=False)
+        conn = await connect(*victim.addr, keys("garbage"), victim.node_id)  # type: ignore[attr-defined]
+        await conn.send(wire.Init(networks=[victim.config.chain_hash]).encode())
+        await until(lambda: keys("garbage").node_id in victim.peers, what="ready")
+        conn._writer.write(bytes(range(50)))  # not a BOLT #8 frame: its length MAC fails
+        await until(lambda: not victim.connections, what="connection closed")
+        assert victim.counters["closed:length_mac"] == 1
+        await conn.close()
+        await victim.close(2)
+
+    run(body)
+
+
+def test_persistent_peer_reconnects_with_backoff() -> None:
+    async def body() -> None:
+        server = await make_node("ps", sync=False)
+        client = await make_node("pc", sync=False, reconnect_initial=0.05, reconnect_max=0.4)
+        await client.connect(server.node_id, *server.addr, persistent=True)  # type: ignore[attr-defined]
+        await until(lambda: server.node_id in client.peers, what="first connection")
+        first = client.peers[server.node_id].generation
+        await server.disconnect(client.node_id)
+        await until(
+            lambda: (
+                server.node_id in client.peers and client.peers[server.node_id].generation > first
+            ),
+            what="reconnected",
+        )
+        assert client.counters["reconnect_attempts"] >= 1
+        # with the server gone, attempts back off: 0.05, 0.1, 0.2, 0.4, 0.4 s (x0.5-1.5)
+        await server.close(2)
+        before = client.counters["reconnect_attempts"]
+        await asyncio.sleep(1.5)
+        attempts = client.counters["reconnect_attempts"] - before
+        assert 2 <= attempts <= 10, attempts
+        await client.close(2)
+
+    run(body)
