@@ -28,20 +28,6 @@ ENGINES = ("rust", "baseline")
 DEFAULT_BATCH = 4096
 
 
-class _Admission(Protocol):
-    @property
-    def seq(self) -> int: ...
-    @property
-    def decision(self) -> str: ...
-
-
-class _Result(Protocol):
-    @property
-    def outcomes(self) -> list[tuple[int, int, str, str, str | None]]: ...
-    @property
-    def accepted(self) -> list[bytes]: ...
-
-
 class PipelineLike(Protocol):
     """What :func:`run` needs of an engine (both engines provide it)."""
 

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -254,7 +253,8 @@ async def demo_tcp(args: argparse.Namespace) -> IngestReport:
     servers = [Node(Keys(), store=store, config=NodeConfig(sync=False)) for _ in range(args.peers)]
     addrs = [await s.listen("127.0.0.1", 0) for s in servers]
     peers = [(s.node_id, h, p) for s, (h, p) in zip(servers, addrs, strict=True)]
-    bad_keys, ready, port = Keys(), asyncio.Event(), []  # type: ignore[var-annotated]
+    bad_keys, ready = Keys(), asyncio.Event()
+    port: list[int] = []
     bad_task = asyncio.create_task(_bad_peer(bad, bad_keys, ready, port))
     await ready.wait()
     peers.append((bad_keys.node_id, "127.0.0.1", port[0]))
@@ -275,14 +275,3 @@ async def demo_tcp(args: argparse.Namespace) -> IngestReport:
         with contextlib.suppress(asyncio.CancelledError):
             await bad_task
     return report
-
-
-def main_sync_for_tests(argv: list[str]) -> int:
-    """Entry point used by subprocess tests (same as ``lngossip sync``)."""
-    from lngossip.cli import main
-
-    return main(["sync", *argv])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main_sync_for_tests(sys.argv[1:]))

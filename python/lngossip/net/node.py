@@ -434,7 +434,6 @@ class Node:
 
     async def _pinger(self, peer: Peer) -> None:
         cfg = self.config
-        gen = peer.generation
         while True:
             idle = time.monotonic() - peer.last_rx
             if idle < cfg.ping_interval:
@@ -450,8 +449,6 @@ class Node:
                 # acts on its own generation only (snarkOS #3331)
                 self.counters["ping_timeouts"] += 1
                 raise _Disconnect("ping_timeout") from None
-            if peer.generation != gen:  # defensive: never true, a peer keeps its generation
-                return
 
     async def _reader(self, peer: Peer, tg: asyncio.TaskGroup) -> None:
         pid = self.peer_id(peer.node_id)
