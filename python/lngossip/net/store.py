@@ -12,11 +12,15 @@ node announcements after a channel that names the node (BOLT #7).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 
 from lngossip.wire import CHANNEL_ANNOUNCEMENT, CHANNEL_UPDATE, parse_message
 
 __all__ = ["GraphStore"]
+
+# channel_update: short_channel_id, timestamp, message_flags, channel_flags at offset 98
+_UPDATE_FIELDS = struct.Struct(">QIBB")
 
 
 class GraphStore:
@@ -31,17 +35,24 @@ class GraphStore:
 
     def add(self, msg: bytes) -> None:
         """Store one accepted message (replacing an older update or node
-        announcement). Raises MalformedMessage for a message that is not gossip."""
+        announcement).
+
+        The pipeline has validated it, so only the fields the store needs are
+        read, at fixed offsets (BOLT #7 layouts in :mod:`lngossip.wire`); a
+        message that is not gossip raises MalformedMessage.
+        """
+        t = int.from_bytes(msg[:2], "big")
+        if t == CHANNEL_UPDATE and len(msg) >= 130:
+            scid, ts, _mflags, cflags = _UPDATE_FIELDS.unpack_from(msg, 98)
+            slot = self._channels.setdefault(scid, [None, None, None])
+            slot[1 + (cflags & 1)] = msg
+            self._timestamps[msg] = ts
+            return
         g = parse_message(msg)
         if g.type == CHANNEL_ANNOUNCEMENT:
             assert g.short_channel_id is not None
             self._channels.setdefault(g.short_channel_id, [None, None, None])[0] = msg
             self._ends[g.short_channel_id] = (g.keys[0], g.keys[1])
-        elif g.type == CHANNEL_UPDATE:
-            assert g.short_channel_id is not None and g.timestamp is not None
-            slot = self._channels.setdefault(g.short_channel_id, [None, None, None])
-            slot[1 + (g.channel_flags & 1)] = msg
-            self._timestamps[msg] = g.timestamp
         else:
             assert g.timestamp is not None
             old = self._nodes.get(g.keys[0])
