@@ -350,3 +350,34 @@ def test_persistent_peer_reconnects_with_backoff() -> None:
         await client.close(2)
 
     run(body)
+
+
+def test_init_on_another_chain_and_error_messages_end_the_connection() -> None:
+    async def body() -> None:
+        mainnet = await make_node("main", sync=False)
+        testnet = await make_node("test", sync=False, chain_hash=bytes(range(32)))
+        assert await testnet.connect(mainnet.node_id, *mainnet.addr) is None  # type: ignore[attr-defined]
+        await until(
+            lambda: (
+                testnet.counters["closed:wrong_network"] == 1
+                and mainnet.counters["closed:wrong_network"] + mainnet.counters["closed:peer_error"]
+                == 1
+            ),
+            what="both sides refuse",
+        )
+        # a BOLT #1 error from the peer closes the connection, a warning does not
+        peer = await mainnet.connect(keys("other").node_id, "127.0.0.1", 1)
+        assert peer is None
+        other = await make_node("other", sync=False)
+        p = await mainnet.connect(other.node_id, *other.addr)  # type: ignore[attr-defined]
+        assert p is not None
+        await other.peers[mainnet.node_id].conn.send(wire.encode_warning("just so you know"))
+        await until(lambda: mainnet.counters["warnings_received"] == 1, what="warning")
+        assert mainnet.node_id in other.peers
+        await other.peers[mainnet.node_id].conn.send(wire.encode_error("go away"))
+        await p.closed.wait()
+        assert p.close_reason == "peer_error"
+        for n in (mainnet, testnet, other):
+            await n.close(2)
+
+    run(body)

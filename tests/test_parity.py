@@ -38,6 +38,18 @@ def test_real_file_parity(path: Path) -> None:
     assert racc == bacc
 
 
+def test_gossip_store_fragment_parity() -> None:
+    """cln_gossip_store-part2 has no version byte: read as a fragment."""
+    from lngossip import readers
+
+    part2 = REAL / "cln" / "cln_gossip_store-part2"
+    msgs = list(readers.iter_messages(part2, fmt="gossip_store_fragment"))
+    assert msgs
+    rust, _, _ = decide_all("rust", single_peer(msgs))
+    base, _, _ = decide_all("baseline", single_peer(msgs))
+    assert rust == base
+
+
 def test_all_real_files_together_parity() -> None:
     msgs = read_all(*LNRESEARCH, CLN_STORE)
     rust, rc, _ = decide_all("rust", single_peer(msgs), orphan_capacity=1000)
