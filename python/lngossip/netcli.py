@@ -92,7 +92,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     stream = ((0, m) for m in messages())
     report = await asyncio.to_thread(
-        run, pipeline, stream, engine=args.engine, on_accepted=store.add_all
+        run, pipeline, stream, engine=args.engine, on_accepted=store.add_all, overlap=True
     )
     err.print(
         f"serve: {len(store):,} accepted messages ({store.channel_count:,} channels) "
