@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev pyln build test test-rust test-python lint fmt bench demo
+.PHONY: dev pyln build test test-rust test-python lint fmt bench bench-core demo
 
 # pyln-proto (Core Lightning's independent BOLT #8 implementation) for the
 # interop tests. It ships a fork of coincurve under the same import name, so
@@ -47,6 +47,9 @@ fmt:
 
 bench:
 	$(BIN)/python -m pytest benches --benchmark-enable -s -q -p no:randomly
+
+bench-core:
+	cargo bench -p lngossip-core --bench hot_paths
 
 demo:
 	$(BIN)/lngossip demo
