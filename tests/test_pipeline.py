@@ -132,3 +132,51 @@ def test_updates_queue_behind_pending_announcements(engine: str) -> None:
     decisions, c, _ = decide_all(engine, [(0, m) for m in msgs], batch=5_000, orphan_capacity=10)
     assert set(decisions) == {"accepted"}
     assert c["orphans_evicted"] == 0
+
+
+def _first_channel(msgs: list[bytes]) -> tuple[bytes, bytes, bytes]:
+    """A channel_announcement, one of its updates and one of its nodes' announcements."""
+    ca = next(m for m in msgs if m[:2] == b"\x01\x00")
+    g = parse_message(ca)
+    cu = next(
+        m
+        for m in msgs
+        if m[:2] == b"\x01\x02" and parse_message(m).short_channel_id == g.short_channel_id
+    )
+    na = next(m for m in msgs if m[:2] == b"\x01\x01" and parse_message(m).keys[0] in g.keys[:2])
+    return ca, cu, na
+
+
+@needs_data
+@pytest.mark.parametrize("engine", ENGINES)
+def test_not_final_decisions_let_a_later_copy_in(engine: str) -> None:
+    """An evicted orphan, or a live-policy node announcement that came before
+    its channel, is not final for its bytes: the same bytes sent again once the
+    channel is known are accepted, not called duplicates."""
+    msgs = topology(20_000)
+    ca, cu, na = _first_channel(msgs)
+    ts = parse_message(cu).timestamp
+    cls = ENGINE_CLASSES[engine]
+    # live policy: the node announcement before its channel
+    p = cls(policy="live", now=ts)
+    assert p.submit(0, na).decision == "queued"
+    assert [o[3] for o in p.process().outcomes] == ["unknown_node"]
+    assert p.submit(0, ca).decision == "queued"
+    p.process()
+    assert p.submit(1, na).decision == "queued"
+    assert [o[3] for o in p.process().outcomes] == ["accepted"]
+    # archive policy, an orphan cache of one: the update is evicted by another
+    other = next(
+        m
+        for m in msgs
+        if m[:2] == b"\x01\x02"
+        and parse_message(m).short_channel_id != parse_message(cu).short_channel_id
+    )
+    p = cls(orphan_capacity=1)
+    assert p.submit(0, cu).decision == "orphaned"
+    assert p.submit(0, other).decision == "orphaned"
+    assert p.counters()["orphans_evicted"] == 1
+    assert p.submit(0, ca).decision == "queued"
+    assert [o[3] for o in p.process().outcomes] == ["accepted"]  # nothing left to release
+    assert p.submit(1, cu).decision == "queued"
+    assert [o[3] for o in p.process().outcomes] == ["accepted"]

@@ -70,6 +70,8 @@ class _Pending:
     gossip: Gossip
     msg: bytes
     orphan: bool
+    # seen-set hash, forgotten when the decision is not final for these bytes
+    hash: bytes
 
 
 @dataclass(slots=True)
@@ -105,6 +107,10 @@ class _Seen:
             self.previous = self.current
             self.current = set()
         self.current.add(h)
+
+    def discard(self, h: bytes) -> None:
+        self.current.discard(h)
+        self.previous.discard(h)
 
     def __len__(self) -> int:
         return len(self.current) + len(self.previous)
@@ -188,16 +194,17 @@ class _Orphans:
                     return p
         return None
 
-    def insert(self, scid: int, item: _Pending) -> int:
-        """Hold ``item``; returns how many items were evicted (itself included)."""
+    def insert(self, scid: int, item: _Pending) -> list[_Pending]:
+        """Hold ``item``; returns the items evicted (possibly itself)."""
         n = len(item.msg)
         if self.capacity == 0 or n > self.max_bytes:
-            return 1
-        evicted = 0
+            return [item]
+        evicted: list[_Pending] = []
         while self.len >= self.capacity or self.bytes + n > self.max_bytes:
-            if self._evict_oldest() is None:
+            e = self._evict_oldest()
+            if e is None:
                 break
-            evicted += 1
+            evicted.append(e)
         self.by_scid.setdefault(scid, []).append(item)
         self.fifo.append((scid, item.seq))
         self.len += 1
@@ -326,8 +333,8 @@ class Pipeline:
             assert scid is not None and g.timestamp is not None
             if scid not in self._channels and scid not in self._pending_announcements:
                 self._seen.add(h)
-                self._orphans_evicted += self._orphans.insert(
-                    scid, _Pending(seq, peer, g, msg, True)
+                self._forget_evicted(
+                    self._orphans.insert(scid, _Pending(seq, peer, g, msg, True, h))
                 )
                 return self._reject(seq, kind, "orphaned")
             if self._update_is_stale(scid, g.channel_flags & 1, g.timestamp):
@@ -336,7 +343,7 @@ class Pipeline:
             assert g.timestamp is not None
             if self._node_is_stale(g.keys[0], g.timestamp):
                 return self._reject(seq, kind, "stale")
-        if self._queue.push(peer, _Pending(seq, peer, g, msg, False)):
+        if self._queue.push(peer, _Pending(seq, peer, g, msg, False, h)):
             self._seen.add(h)
             if g.type == CHANNEL_ANNOUNCEMENT:
                 assert g.short_channel_id is not None
@@ -345,6 +352,13 @@ class Pipeline:
             return Admission(seq, "queued")
         self._queue_full += 1
         return Admission(seq, "queue_full")
+
+    def _forget_evicted(self, evicted: list[_Pending]) -> None:
+        """Count evicted orphans and forget their hashes (a later copy is not
+        a duplicate)."""
+        self._orphans_evicted += len(evicted)
+        for e in evicted:
+            self._seen.discard(e.hash)
 
     # -- process ----------------------------------------------------------
     def _decide(
@@ -460,7 +474,7 @@ class Pipeline:
                     self._decisions["channel_update"]["orphaned"] += 1
                     out.append((p.seq, p.peer, "channel_update", "orphaned", None))
                     p.orphan = True
-                    self._orphans_evicted += self._orphans.insert(g.short_channel_id, p)
+                    self._forget_evicted(self._orphans.insert(g.short_channel_id, p))
                     continue
                 if self._update_is_stale(g.short_channel_id, g.channel_flags & 1, g.timestamp):
                     pre = "stale"
@@ -468,6 +482,7 @@ class Pipeline:
                 node = self._nodes.get(g.keys[0])
                 if self._live and (node is None or node.channels == 0):
                     pre = "unknown_node"
+                    self._seen.discard(p.hash)  # its channel may still come
                 elif self._node_is_stale(g.keys[0], g.timestamp):
                     pre = "stale"
             if pre is None:

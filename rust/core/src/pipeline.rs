@@ -204,6 +204,10 @@ struct Pending<M> {
     msg: M,
     /// Released from the orphan cache (its `Orphaned` count moves on decision).
     orphan: bool,
+    /// Its seen-set hash, forgotten again when the decision is not final for
+    /// these bytes (evicted orphan, live-policy unknown node), so a later copy
+    /// gets another chance instead of being called a duplicate.
+    hash: u128,
 }
 
 /// The gossip pipeline over messages of type `M` (owned bytes: `Vec<u8>`,
@@ -374,9 +378,10 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                         gossip,
                         msg,
                         orphan: true,
+                        hash: h,
                     };
                     let evicted = self.orphans.insert(scid, seq, len, p);
-                    self.counters.orphans_evicted += evicted.len() as u64;
+                    self.forget_evicted(evicted);
                     return self.reject(seq, kind, Decision::Orphaned, None);
                 }
                 if self.graph.update_is_stale(scid, dir, ts) {
@@ -401,6 +406,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             gossip,
             msg,
             orphan: false,
+            hash: h,
         };
         match self.queue.push(peer, len, p) {
             Ok(()) => {
@@ -422,6 +428,15 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     reason: None,
                 }
             }
+        }
+    }
+
+    /// Count evicted orphans and forget their hashes: a peer that sends one
+    /// again (after its channel is known) is not answered "duplicate".
+    fn forget_evicted(&mut self, evicted: Vec<Pending<M>>) {
+        self.counters.orphans_evicted += evicted.len() as u64;
+        for e in evicted {
+            self.seen.remove(e.hash);
         }
     }
 
@@ -552,7 +567,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                         p.orphan = true;
                         let (seq, n) = (p.seq, p.msg.as_ref().len());
                         let evicted = self.orphans.insert(scid, seq, n, p);
-                        self.counters.orphans_evicted += evicted.len() as u64;
+                        self.forget_evicted(evicted);
                         continue;
                     };
                     if self.graph.update_is_stale(scid, dir, *timestamp) {
@@ -564,6 +579,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 Gossip::NodeAnnouncement { node_id, timestamp } => {
                     if self.cfg.policy == Policy::Live && !self.graph.node_has_channel(node_id) {
                         self.decide(&mut b.outcomes, &p, Decision::UnknownNode, None);
+                        // its channel may still come: let a later copy in
+                        self.seen.remove(p.hash);
                         continue;
                     }
                     if self.graph.node_is_stale(node_id, *timestamp) {

@@ -59,6 +59,12 @@ impl SeenSet {
         self.current.insert(h);
     }
 
+    /// Forget `h` (a message whose decision was not final for its bytes).
+    pub fn remove(&mut self, h: u128) {
+        self.current.remove(&h);
+        self.previous.remove(&h);
+    }
+
     /// Number of hashes remembered now (at most the capacity).
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()
