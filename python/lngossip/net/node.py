@@ -553,7 +553,15 @@ class Node:
             await self._work.wait()
             self._work.clear()
             while self.pipeline.queued:
-                await self._process_batch(self.config.batch)
+                # small batches once closing, so the deadline is met
+                size = 256 if self._closing else self.config.batch
+                try:
+                    await self._process_batch(size)
+                except (GossipError, OSError, ValueError):
+                    # e.g. the output file failed: count it, keep the loop alive
+                    self.counters["processing_errors"] += 1
+                    log.exception("processing a batch failed")
+                    break
 
     async def _process_batch(self, batch: int) -> None:
         self._busy_processing = True
@@ -623,20 +631,17 @@ class Node:
         pending += [p.task for p in self._connections if p.task is not None and not p.task.done()]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, (deadline - loop.time()) * 0.3))
-        # drain what peers got admitted, in batches small enough to meet the deadline
-        drained = True
-        while self.pipeline.queued:
-            left = deadline - loop.time()
-            if left < 0.05:
-                drained = False
-                break
-            work = asyncio.ensure_future(
-                self._process_batch(256 if left < 2 else self.config.batch)
-            )
-            done, _ = await asyncio.wait({work}, timeout=max(0.0, left - 0.02))
-            if not done:
-                drained = False
-                break
+        # drain what peers got admitted: the processing loop goes on (in small
+        # batches now) until the queue is empty or the deadline is near
+        if self._processing is None and self.pipeline.queued:
+            await self.start()
+        while (self.pipeline.queued or self._busy_processing) and loop.time() < deadline - 0.05:
+            self._work.set()
+            await asyncio.sleep(0.005)
+        drained = not self.pipeline.queued and not self._busy_processing
+        # let a batch in flight finish, so what it accepted is written too
+        while self._busy_processing and loop.time() < deadline - 0.01:
+            await asyncio.sleep(0.002)
         if self._processing is not None:
             self._processing.cancel()
             await asyncio.wait({self._processing}, timeout=max(0.0, deadline - loop.time()))
