@@ -4,7 +4,8 @@
 //! `channel_update` without copying; [`seen`] drops exact duplicates;
 //! [`queue`] bounds work in bytes with a per-peer share; [`verify`] checks
 //! secp256k1 signatures in parallel batches; [`graph`] keeps which channels
-//! and nodes are known and their newest verified timestamps; [`pipeline`]
+//! and nodes are known, their newest verified timestamps and the accepted
+//! bytes; [`store`] keeps them on disk in Core Lightning's `gossip_store` format; [`pipeline`]
 //! ties them together in the order DESIGN.md gives (every cheap check before
 //! any signature check).
 
@@ -16,8 +17,11 @@ pub mod orphans;
 pub mod pipeline;
 pub mod queue;
 pub mod seen;
+pub mod store;
 pub mod verify;
 pub mod wire;
 
-pub use pipeline::{Admission, Config, Counters, Decision, Outcome, Pipeline, Policy, Processed};
+pub use pipeline::{
+    Admission, Config, Counters, Decision, Outcome, Pipeline, Policy, Processed, PruneReport,
+};
 pub use wire::{Malformed, MsgKind};

@@ -12,6 +12,15 @@ use std::collections::{HashMap, VecDeque};
 pub const DEFAULT_ORPHAN_CAPACITY: usize = 10_000;
 /// Default bound on held update bytes: 10,000 padded-to-400-byte updates.
 pub const DEFAULT_ORPHAN_MAX_BYTES: usize = 4_000_000;
+/// Archive policy bound on held updates: an archive holds updates long
+/// before their announcement (the lnresearch files: 26,960 of 27,041), so
+/// its outcome must not depend on file order; a million updates is several
+/// full mainnet graphs of updates.
+pub const ARCHIVE_ORPHAN_CAPACITY: usize = 1_000_000;
+/// Archive policy bound on held update bytes: 256 MiB (a million ~140-byte
+/// updates plus slack for padded ones). Only the archive policy (local
+/// files the operator chose) gets this; peers are held to the live bounds.
+pub const ARCHIVE_ORPHAN_MAX_BYTES: usize = 256 << 20;
 
 /// An orphan cache of items `T` keyed by `short_channel_id`, identified by sequence number.
 pub struct Orphans<T> {

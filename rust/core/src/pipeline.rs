@@ -10,10 +10,15 @@
 //! window, known `short_channel_id` / stored timestamps, queue admission.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::graph::Graph;
-use crate::orphans::{Orphans, DEFAULT_ORPHAN_CAPACITY, DEFAULT_ORPHAN_MAX_BYTES};
+use crate::graph::{Graph, Stored};
+use crate::orphans::{
+    Orphans, ARCHIVE_ORPHAN_CAPACITY, ARCHIVE_ORPHAN_MAX_BYTES, DEFAULT_ORPHAN_CAPACITY,
+    DEFAULT_ORPHAN_MAX_BYTES,
+};
+use crate::store::{self, OpenReport, Store, StoreError, FLAG_DELETED};
 use crate::queue::{Queue, QueueLimits};
 use crate::seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
 use crate::verify::{Job, Verdict, Verifier, DEFAULT_PUBKEY_CACHE_CAPACITY};
@@ -124,15 +129,36 @@ pub struct Config {
     pub threads: usize,
 }
 
+impl Config {
+    /// The defaults for `policy`: the orphan cache holds Core Lightning's
+    /// 10,000 updates (4 MB) under the live policy, and
+    /// [`ARCHIVE_ORPHAN_CAPACITY`] / [`ARCHIVE_ORPHAN_MAX_BYTES`] under the
+    /// archive policy, so the outcome of an archive ingest does not depend
+    /// on the order of its files.
+    pub fn for_policy(policy: Policy) -> Self {
+        let (orphan_capacity, orphan_max_bytes) = match policy {
+            Policy::Live => (DEFAULT_ORPHAN_CAPACITY, DEFAULT_ORPHAN_MAX_BYTES),
+            Policy::Archive => (ARCHIVE_ORPHAN_CAPACITY, ARCHIVE_ORPHAN_MAX_BYTES),
+        };
+        Config {
+            policy,
+            orphan_capacity,
+            orphan_max_bytes,
+            ..Config::default()
+        }
+    }
+}
+
 impl Default for Config {
+    /// The archive policy's defaults (see [`Config::for_policy`]).
     fn default() -> Self {
         Config {
             chain_hash: MAINNET_CHAIN_HASH,
             policy: Policy::Archive,
             now: None,
             queue: QueueLimits::default(),
-            orphan_capacity: DEFAULT_ORPHAN_CAPACITY,
-            orphan_max_bytes: DEFAULT_ORPHAN_MAX_BYTES,
+            orphan_capacity: ARCHIVE_ORPHAN_CAPACITY,
+            orphan_max_bytes: ARCHIVE_ORPHAN_MAX_BYTES,
             seen_capacity: DEFAULT_SEEN_CAPACITY,
             pubkey_cache_capacity: DEFAULT_PUBKEY_CACHE_CAPACITY,
             threads: 0,
@@ -177,6 +203,18 @@ pub struct Processed<M> {
     pub accepted: Vec<M>,
     /// ECDSA verifications run by this call.
     pub signatures_verified: u64,
+    /// Writing the accepted records to the store failed (they stay pending
+    /// and the next write retries them).
+    pub store_error: Option<StoreError>,
+}
+
+/// What [`Pipeline::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Channels removed.
+    pub channels: usize,
+    /// Node announcements removed.
+    pub nodes: usize,
 }
 
 /// Counters of a pipeline.
@@ -224,6 +262,8 @@ pub struct Pipeline<M> {
     /// Updates of these channels are queued behind it rather than held as
     /// orphans, so a long queue of announcements cannot flush the orphan cache.
     pending_announcements: HashMap<u64, u32>,
+    /// The durable store, when there is one.
+    store: Option<Store>,
 }
 
 impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
@@ -239,8 +279,203 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             counters: Counters::default(),
             next_seq: 0,
             pending_announcements: HashMap::new(),
+            store: None,
             cfg,
         }
+    }
+
+    /// Open (or create) the durable store at `path` and rebuild the graph
+    /// and the seen-set from its records without verifying a signature
+    /// (they were verified before they were written; the CRC guards the
+    /// bytes). Records a rebuild finds superseded (a crash between writing
+    /// a newer record and flagging the older one) are flagged deleted.
+    /// From now on every accepted message is appended (see [`crate::store`]
+    /// for the durability policy). Call it on a new pipeline.
+    ///
+    /// # Errors
+    /// See [`Store::open`].
+    pub fn open_store(&mut self, path: &Path) -> Result<OpenReport, StoreError> {
+        let (mut st, buf, scan, report) = Store::open(path)?;
+        let mut dead: Vec<(u64, usize)> = Vec::new();
+        for r in &scan.records {
+            if r.flags & FLAG_DELETED != 0 {
+                continue;
+            }
+            let msg = &buf[r.start..r.end];
+            // internal records of Core Lightning's stores and anything not gossip stay as they are
+            let Ok(g) = wire::parse(msg) else {
+                continue;
+            };
+            let keep = match &g {
+                Gossip::ChannelAnnouncement {
+                    chain_hash,
+                    short_channel_id,
+                    node_id_1,
+                    node_id_2,
+                    ..
+                } => {
+                    if *chain_hash != self.cfg.chain_hash {
+                        continue;
+                    }
+                    let new = !self.graph.has_channel(*short_channel_id);
+                    if new {
+                        self.graph
+                            .add_channel(*short_channel_id, *node_id_1, *node_id_2);
+                    }
+                    new
+                }
+                Gossip::ChannelUpdate {
+                    chain_hash,
+                    short_channel_id,
+                    timestamp,
+                    channel_flags,
+                } => {
+                    if *chain_hash != self.cfg.chain_hash {
+                        continue;
+                    }
+                    let (scid, dir) = (*short_channel_id, (*channel_flags & 1) as usize);
+                    let fresh = self.graph.has_channel(scid)
+                        && !self.graph.update_is_stale(scid, dir, *timestamp);
+                    if fresh {
+                        self.graph.set_update_timestamp(scid, dir, *timestamp);
+                    }
+                    fresh
+                }
+                Gossip::NodeAnnouncement { node_id, timestamp } => {
+                    let fresh = !self.graph.node_is_stale(node_id, *timestamp);
+                    if fresh {
+                        self.graph.set_node_timestamp(*node_id, *timestamp);
+                    }
+                    fresh
+                }
+            };
+            if !keep {
+                dead.push((r.offset, msg.len()));
+                continue;
+            }
+            let at = r.timestamp;
+            let old = self.graph.commit(msg, &g, at, |_| Some(r.offset));
+            if let Some(o) = old.and_then(|o| o.offset.map(|off| (off, o.msg.len()))) {
+                dead.push(o);
+            }
+            self.seen.insert(self.seen.hash(msg));
+        }
+        for (off, n) in dead {
+            st.delete(off, n);
+        }
+        st.flush(true)?;
+        self.store = Some(st);
+        Ok(report)
+    }
+
+    /// The store, when one is open.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// The store, mutably (to set its sync interval).
+    pub fn store_mut(&mut self) -> Option<&mut Store> {
+        self.store.as_mut()
+    }
+
+    /// Write the live records into a new store file and swap it in
+    /// atomically (see [`crate::store`]); returns whether there was a store.
+    ///
+    /// # Errors
+    /// See [`Store::replace_with`]; the old store stays in use.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        let Some(st) = self.store.as_mut() else {
+            return Ok(false);
+        };
+        let mut image = vec![store::STORE_VERSION];
+        let mut old = Vec::new();
+        self.graph.for_each_stored_mut(|s| {
+            old.push(s.offset);
+            s.offset = Some(image.len() as u64);
+            store::encode_record(&mut image, 0, s.timestamp, &s.msg);
+        });
+        if let Err(e) = st.replace_with(&image) {
+            let mut it = old.into_iter();
+            self.graph
+                .for_each_stored_mut(|s| s.offset = it.next().flatten());
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Flush the store's pending writes and `fdatasync` it.
+    ///
+    /// # Errors
+    /// See [`Store::flush`].
+    pub fn sync_store(&mut self) -> Result<(), StoreError> {
+        match self.store.as_mut() {
+            Some(s) => s.flush(true),
+            None => Ok(()),
+        }
+    }
+
+    /// BOLT #7 pruning: remove channels whose newest updates in both
+    /// directions are more than two weeks ([`LIVE_MAX_BEHIND_S`]) older
+    /// than `now` (seconds since the epoch; `None`: the pipeline's now),
+    /// and the announcements of nodes left without a channel; their store
+    /// records are flagged deleted and their hashes forgotten (a peer may
+    /// send them again). Meant for the live policy: an archive has old
+    /// timestamps by design.
+    ///
+    /// # Errors
+    /// Writing the deleted flags failed (the graph is pruned regardless).
+    pub fn prune(&mut self, now: Option<u64>) -> Result<PruneReport, StoreError> {
+        let now = now.unwrap_or_else(|| self.now());
+        let horizon = u32::try_from(now.saturating_sub(LIVE_MAX_BEHIND_S)).unwrap_or(u32::MAX);
+        let p = self.graph.prune(horizon);
+        for s in &p.removed {
+            self.seen.remove(self.seen.hash(&s.msg));
+            self.delete_record(s);
+        }
+        let report = PruneReport {
+            channels: p.channels,
+            nodes: p.nodes,
+        };
+        self.after_write()?;
+        Ok(report)
+    }
+
+    fn delete_record(&mut self, s: &Stored) {
+        if let (Some(st), Some(off)) = (self.store.as_mut(), s.offset) {
+            st.delete(off, s.msg.len());
+        }
+    }
+
+    /// Write pending records; compact when dead records pass half the file.
+    fn after_write(&mut self) -> Result<(), StoreError> {
+        let Some(st) = self.store.as_mut() else {
+            return Ok(());
+        };
+        st.flush(false)?;
+        if st.wants_compaction() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Keep the accepted messages of a batch in the graph (and the store),
+    /// all at once, so a reader sees all of the batch or none of it.
+    fn commit_accepted(&mut self, accepted: &[M]) -> Option<StoreError> {
+        let now = u32::try_from(self.now()).unwrap_or(u32::MAX);
+        for m in accepted {
+            let msg = m.as_ref();
+            let Ok(g) = wire::parse(msg) else {
+                continue;
+            };
+            let store = &mut self.store;
+            let old = self.graph.commit(msg, &g, now, |ts| {
+                store.as_mut().map(|s| s.append(ts, msg))
+            });
+            if let Some(old) = old {
+                self.delete_record(&old);
+            }
+        }
+        self.after_write().err()
     }
 
     /// The settings in force.
@@ -645,10 +880,12 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             }
         }
         self.counters.signatures_verified += b.signatures_verified;
+        let store_error = self.commit_accepted(&b.accepted);
         Processed {
             outcomes: b.outcomes,
             accepted: b.accepted,
             signatures_verified: b.signatures_verified,
+            store_error,
         }
     }
 

@@ -320,3 +320,198 @@ fn every_truncation_is_malformed_and_never_panics() {
     }
     assert_eq!(p.queued(), 0);
 }
+
+fn temp_store(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lngossip-core-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// A small graph: channels 1 (nodes 1-2) and 2 (nodes 2-3), updates, node 2.
+fn small_graph(k: &Keys, ts: u32) -> Vec<Vec<u8>> {
+    vec![
+        k.announcement(1 << 40, 1, 2),
+        k.update(1 << 40, 0, ts, k.signer(1, 2, 0)),
+        k.update(1 << 40, 1, ts, k.signer(1, 2, 1)),
+        k.announcement(2 << 40, 2, 3),
+        k.update(2 << 40, 0, ts, k.signer(2, 3, 0)),
+        k.node(2, ts),
+    ]
+}
+
+#[test]
+fn graph_keeps_bytes_and_answers_queries_in_bolt7_order() {
+    let k = Keys::new();
+    let msgs = small_graph(&k, 1000);
+    let mut p = pipeline();
+    for m in &msgs {
+        p.submit(0, m.clone());
+    }
+    p.process(100);
+    let g = p.graph();
+    assert_eq!((g.channel_count(), g.node_count()), (2, 3));
+    let c = g.channel(1 << 40).expect("channel 1");
+    assert_eq!(&*c.announcement.as_ref().unwrap().msg, &msgs[0][..]);
+    assert_eq!(&*c.updates[1].as_ref().unwrap().msg, &msgs[2][..]);
+    assert_eq!(g.channels_of(&k.public(2)), vec![1 << 40, 2 << 40]);
+    // a full dump in pages of one: every message once, announcements first, node last
+    let mut cursor = Some(lngossip_core::graph::Cursor::Start);
+    let mut all = Vec::new();
+    while let Some(c) = cursor {
+        let (page, next) = g.gossip_after(c, 0, u32::MAX, 1);
+        all.extend(page.into_iter().map(<[u8]>::to_vec));
+        cursor = next;
+    }
+    assert_eq!(all, msgs);
+    // a timestamp filter past every message: nothing
+    assert!(g.gossip_after(lngossip_core::graph::Cursor::Start, 1001, 10, 100).0.is_empty());
+    assert_eq!(g.short_channel_ids_in_blocks(2, 1, None, 10), vec![2 << 40]);
+    assert_eq!(g.short_channel_ids_in_blocks(0, 2, None, 10), vec![1 << 40]);
+    let q = g.messages_for(&[2 << 40]);
+    assert_eq!(q, vec![&msgs[3][..], &msgs[4][..], &msgs[5][..]]);
+    assert_eq!(g.newest_timestamp(), Some(1000));
+}
+
+#[test]
+fn store_reopens_without_verifying_and_flags_superseded_records() {
+    let k = Keys::new();
+    let path = temp_store("reopen.gs");
+    let msgs = small_graph(&k, 1000);
+    let newer = k.update(1 << 40, 0, 2000, k.signer(1, 2, 0));
+    {
+        let mut p = pipeline();
+        p.open_store(&path).unwrap();
+        for m in &msgs {
+            p.submit(0, m.clone());
+        }
+        assert!(p.process(100).store_error.is_none());
+        p.submit(0, newer.clone());
+        p.process(100);
+        assert_eq!(p.store().unwrap().stats().records_deleted, 1);
+    }
+    let image = std::fs::read(&path).unwrap();
+    let scan = lngossip_core::store::scan(&image).unwrap();
+    assert_eq!(scan.records.len(), 7);
+    assert_eq!(scan.damage, None);
+    let deleted: Vec<bool> = scan.records.iter().map(|r| r.flags & 0x8000 != 0).collect();
+    // written in accepted order: both announcements, then updates, node, newer update
+    assert_eq!(deleted, vec![false, false, true, false, false, false, false]);
+    let mut p = pipeline();
+    let rep = p.open_store(&path).unwrap();
+    assert_eq!((rep.records, rep.truncated_bytes), (7, 0));
+    assert_eq!(p.counters().signatures_verified, 0);
+    assert_eq!(p.graph().channel_count(), 2);
+    let c = p.graph().channel(1 << 40).unwrap();
+    assert_eq!(&*c.updates[0].as_ref().unwrap().msg, &newer[..]);
+    // the seen-set was rebuilt: a copy is a duplicate, an older one stale
+    assert_eq!(p.submit(3, newer).decision, Decision::Duplicate);
+    assert_eq!(p.submit(3, msgs[1].clone()).decision, Decision::Stale);
+    assert_eq!(p.submit(3, msgs[0].clone()).decision, Decision::Duplicate);
+}
+
+#[test]
+fn store_truncates_a_torn_tail_and_keeps_everything_before_it() {
+    let k = Keys::new();
+    let path = temp_store("torn.gs");
+    let msgs = small_graph(&k, 1000);
+    {
+        let mut p = pipeline();
+        p.open_store(&path).unwrap();
+        for m in &msgs {
+            p.submit(0, m.clone());
+        }
+        p.process(100);
+    }
+    let whole = std::fs::read(&path).unwrap();
+    for cut in [whole.len() - 1, whole.len() - 100, whole.len() - msgs[5].len() - 6] {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let mut p = pipeline();
+        let rep = p.open_store(&path).unwrap();
+        assert_eq!(rep.records, 5, "cut at {cut}");
+        assert!(rep.truncated_bytes > 0 && rep.damage.is_some());
+        assert_eq!(p.graph().channel_count(), 2);
+        assert_eq!(p.graph().node(&k.public(2)).unwrap().announcement.is_none(), true);
+        drop(p);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            whole.len() - msgs[5].len() - 12
+        );
+    }
+}
+
+#[test]
+fn compaction_keeps_the_live_records_only() {
+    let k = Keys::new();
+    let path = temp_store("compact.gs");
+    let mut p = pipeline();
+    p.open_store(&path).unwrap();
+    for m in small_graph(&k, 1000) {
+        p.submit(0, m);
+    }
+    p.process(100);
+    // newer updates of one direction until dead records pass half the file
+    for ts in 1001..1040 {
+        p.submit(0, k.update(1 << 40, 0, ts, k.signer(1, 2, 0)));
+        p.process(100);
+    }
+    let st = p.store().unwrap();
+    assert!(st.stats().compactions >= 1);
+    assert!(!st.wants_compaction());
+    drop(p);
+    let image = std::fs::read(&path).unwrap();
+    let scan = lngossip_core::store::scan(&image).unwrap();
+    assert!(scan.damage.is_none());
+    let mut p = pipeline();
+    p.open_store(&path).unwrap();
+    let c = p.graph().channel(1 << 40).unwrap();
+    assert_eq!(c.updates[0].as_ref().unwrap().timestamp, 1039);
+    assert_eq!(p.graph().channel_count(), 2);
+}
+
+#[test]
+fn prune_removes_channels_with_old_updates_and_their_records() {
+    let k = Keys::new();
+    let path = temp_store("prune.gs");
+    let now = 10_000_000u64;
+    let mut p = Engine::new(Config {
+        threads: 2,
+        now: Some(now),
+        ..Config::for_policy(Policy::Live)
+    });
+    p.open_store(&path).unwrap();
+    let old = (now - 15 * 24 * 3600) as u32;
+    let fresh = (now - 3600) as u32;
+    let mut msgs = vec![
+        k.announcement(1 << 40, 1, 2),
+        k.update(1 << 40, 0, fresh, k.signer(1, 2, 0)),
+        k.update(1 << 40, 1, fresh, k.signer(1, 2, 1)),
+        k.announcement(2 << 40, 3, 4),
+        k.update(2 << 40, 0, fresh, k.signer(3, 4, 0)),
+        k.node(3, fresh),
+    ];
+    for m in &msgs {
+        p.submit(0, m.clone());
+    }
+    p.process(100);
+    // two weeks and a day later, channel 2 got no update; channel 1 did
+    let later = now + 15 * 24 * 3600;
+    p.set_now(Some(later));
+    let t = (later - 60) as u32;
+    msgs.push(k.update(1 << 40, 0, t, k.signer(1, 2, 0)));
+    p.submit(0, msgs[6].clone());
+    p.process(100);
+    let r = p.prune(None).unwrap();
+    assert_eq!((r.channels, r.nodes), (1, 1));
+    assert!(p.graph().channel(2 << 40).is_none());
+    assert!(p.graph().node(&k.public(3)).is_none());
+    assert!(p.graph().channel(1 << 40).is_some());
+    let _ = old;
+    // the pruned announcement may come again (its hash was forgotten)
+    assert_eq!(p.submit(0, msgs[3].clone()).decision, Decision::Queued);
+    drop(p);
+    let mut p = Engine::new(Config::for_policy(Policy::Live));
+    p.open_store(&path).unwrap();
+    assert_eq!(p.graph().channel_count(), 1);
+}
