@@ -11,7 +11,9 @@ and parity tests demand identical decisions, so every rule here mirrors
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import os
 import time
 from collections import deque
@@ -29,15 +31,21 @@ from lngossip.wire import (
     MALFORMED_REASONS,
     MSG_KINDS,
     SIGNED_FROM,
+    Decision,
     Gossip,
+    Outcome,
+    Policy,
     kind_of,
     parse_message,
 )
 
-__all__ = ["Admission", "Pipeline", "ProcessResult"]
+__all__ = ["Admission", "Graph", "Pipeline", "ProcessResult"]
 
 LIVE_MAX_AHEAD_S = 24 * 3600
 LIVE_MAX_BEHIND_S = 14 * 24 * 3600
+#: Orphan cache bounds per policy (``orphans.rs``): Core Lightning's 10,000
+#: updates (4 MB) live; a million updates (256 MiB) for archives.
+ORPHAN_LIMITS = {"live": (10_000, 4_000_000), "archive": (1_000_000, 256 << 20)}
 _SIG_OFFSETS = (2, 66, 130, 194)
 
 
@@ -46,7 +54,7 @@ class Admission:
     """The answer to :meth:`Pipeline.submit` (same fields as the Rust class)."""
 
     seq: int
-    decision: str
+    decision: Decision
     reason: str | None = None
 
 
@@ -54,11 +62,11 @@ class Admission:
 class ProcessResult:
     """What one :meth:`Pipeline.process` call decided.
 
-    ``outcomes`` holds ``(seq, peer, msg_type, decision, reason)`` tuples;
+    ``outcomes`` holds an :class:`~lngossip.wire.Outcome` per decision;
     ``accepted`` the accepted messages in dependency order.
     """
 
-    outcomes: list[tuple[int, int, str, str, str | None]]
+    outcomes: list[Outcome]
     accepted: list[bytes]
     signatures_verified: int
 
@@ -75,16 +83,321 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class Stored:
+    """One accepted message as the graph keeps it (``graph.rs`` ``Stored``)."""
+
+    msg: bytes
+    #: update / node announcement ``timestamp``; for a channel announcement
+    #: the time it was accepted (seconds)
+    timestamp: int
+
+
+@dataclass(slots=True)
 class _Channel:
     node_id_1: bytes
     node_id_2: bytes
     update_timestamp: list[int | None] = field(default_factory=lambda: [None, None])
+    announcement: Stored | None = None
+    updates: list[Stored | None] = field(default_factory=lambda: [None, None])
 
 
 @dataclass(slots=True)
 class _Node:
-    channels: int = 0
+    channels: list[int] = field(default_factory=list)
     timestamp: int | None = None
+    announcement: Stored | None = None
+    visible_channels: int = 0
+
+    def visible(self) -> bool:
+        return self.announcement is not None or self.visible_channels > 0
+
+
+class Graph:
+    """The baseline's gossip graph: ``rust/core/src/graph.rs`` method by
+    method (decision state, committed messages, the BOLT #7 queries), with
+    the raw reader API of ``_core.GraphReader`` (``len``, ``channel``,
+    ``node``, ``gossip_after``, ...), so :class:`lngossip.graph.Graph` and
+    the node read both engines alike. Ordered queries keep a sorted key
+    list, rebuilt after the keys change.
+    """
+
+    def __init__(self) -> None:
+        self._channels: dict[int, _Channel] = {}
+        self._nodes: dict[bytes, _Node] = {}
+        self._visible_channels = 0
+        self._visible_nodes = 0
+        self._sorted_scids: list[int] | None = None
+        self._sorted_nodes: list[bytes] | None = None
+
+    # -- decision state -----------------------------------------------------
+    def has_channel(self, scid: int) -> bool:
+        return scid in self._channels
+
+    def update_is_stale(self, scid: int, direction: int, ts: int) -> bool:
+        c = self._channels.get(scid)
+        t = c.update_timestamp[direction] if c else None
+        return t is not None and ts <= t
+
+    def node_is_stale(self, node_id: bytes, ts: int) -> bool:
+        n = self._nodes.get(node_id)
+        return n is not None and n.timestamp is not None and ts <= n.timestamp
+
+    def node_has_channel(self, node_id: bytes) -> bool:
+        n = self._nodes.get(node_id)
+        return n is not None and bool(n.channels)
+
+    def add_channel(self, scid: int, node_id_1: bytes, node_id_2: bytes) -> None:
+        self._channels[scid] = _Channel(node_id_1, node_id_2)
+        self._sorted_scids = None
+        for n in (node_id_1, node_id_2):
+            self._node_entry(n).channels.append(scid)
+
+    def _node_entry(self, node_id: bytes) -> _Node:
+        n = self._nodes.get(node_id)
+        if n is None:
+            n = self._nodes[node_id] = _Node()
+            self._sorted_nodes = None
+        return n
+
+    def update_key(self, scid: int, direction: int) -> bytes | None:
+        c = self._channels.get(scid)
+        if c is None:
+            return None
+        return c.node_id_2 if direction else c.node_id_1
+
+    def set_update_timestamp(self, scid: int, direction: int, ts: int) -> None:
+        c = self._channels.get(scid)
+        if c is not None:
+            c.update_timestamp[direction] = ts
+
+    def set_node_timestamp(self, node_id: bytes, ts: int) -> None:
+        self._node_entry(node_id).timestamp = ts
+
+    # -- messages -----------------------------------------------------------
+    def commit(self, msg: bytes, g: Gossip, accepted_at: int) -> Stored | None:
+        """Keep an accepted message; returns the one it supersedes."""
+        if g.type == CHANNEL_ANNOUNCEMENT:
+            assert g.short_channel_id is not None
+            c = self._channels.get(g.short_channel_id)
+            if c is None or c.announcement is not None:
+                return None
+            c.announcement = Stored(msg, accepted_at)
+            self._visible_channels += 1
+            for nid in (c.node_id_1, c.node_id_2):
+                n = self._nodes.get(nid)
+                if n is not None:
+                    was = n.visible()
+                    n.visible_channels += 1
+                    if not was:
+                        self._visible_nodes += 1
+            return None
+        assert g.timestamp is not None
+        if g.type == CHANNEL_UPDATE:
+            assert g.short_channel_id is not None
+            c = self._channels.get(g.short_channel_id)
+            if c is None:
+                return None
+            d = g.channel_flags & 1
+            old = c.updates[d]
+            c.updates[d] = Stored(msg, g.timestamp)
+            return old
+        n = self._node_entry(g.keys[0])
+        was = n.visible()
+        old = n.announcement
+        n.announcement = Stored(msg, g.timestamp)
+        if not was:
+            self._visible_nodes += 1
+        return old
+
+    def prune(self, horizon: int) -> tuple[int, int, list[Stored]]:
+        """Remove channels whose newest updates are older than ``horizon``
+        (``graph.rs`` ``prune``); returns channels, nodes, removed messages."""
+        dead = []
+        for scid, c in self._channels.items():
+            if c.announcement is None:
+                continue
+            ann_ts = c.announcement.timestamp
+            newest = max(u.timestamp if u is not None else ann_ts for u in c.updates)
+            if newest < horizon:
+                dead.append(scid)
+        channels = nodes = 0
+        removed: list[Stored] = []
+        for scid in dead:
+            c = self._channels.pop(scid)
+            self._sorted_scids = None
+            channels += 1
+            self._visible_channels -= 1
+            if c.announcement is not None:
+                removed.append(c.announcement)
+            removed.extend(u for u in c.updates if u is not None)
+            for nid in (c.node_id_1, c.node_id_2):
+                n = self._nodes.get(nid)
+                if n is None:
+                    continue
+                n.channels.remove(scid)
+                n.visible_channels = max(n.visible_channels - 1, 0)
+                if not n.channels:
+                    del self._nodes[nid]
+                    self._sorted_nodes = None
+                    self._visible_nodes -= 1
+                    if n.announcement is not None:
+                        nodes += 1
+                        removed.append(n.announcement)
+                elif not n.visible():
+                    self._visible_nodes -= 1
+        return channels, nodes, removed
+
+    # -- the raw reader (committed messages only) ------------------------------
+    def __len__(self) -> int:
+        return self._visible_channels
+
+    def node_count(self) -> int:
+        return self._visible_nodes
+
+    def _visible(self, scid: int) -> _Channel | None:
+        c = self._channels.get(scid)
+        return c if c is not None and c.announcement is not None else None
+
+    def channel(self, short_channel_id: int) -> tuple[bytes, bytes | None, bytes | None] | None:
+        c = self._visible(short_channel_id)
+        if c is None or c.announcement is None:
+            return None
+        u0, u1 = c.updates
+        return (c.announcement.msg, u0.msg if u0 else None, u1.msg if u1 else None)
+
+    def _channels_of(self, node_id: bytes) -> list[int]:
+        n = self._nodes.get(node_id)
+        return sorted(s for s in n.channels if self._visible(s)) if n else []
+
+    def node(self, node_id: bytes) -> tuple[bytes | None, list[int]] | None:
+        if len(node_id) != 33:
+            raise ConfigError(f"node_id must be 33 bytes, got {len(node_id)}")
+        n = self._nodes.get(node_id)
+        if n is None or not n.visible():
+            return None
+        return (n.announcement.msg if n.announcement else None, self._channels_of(node_id))
+
+    def _scids(self) -> list[int]:
+        if self._sorted_scids is None:
+            self._sorted_scids = sorted(self._channels)
+        return self._sorted_scids
+
+    def _node_ids(self) -> list[bytes]:
+        if self._sorted_nodes is None:
+            self._sorted_nodes = sorted(self._nodes)
+        return self._sorted_nodes
+
+    def short_channel_ids(self, after: int | None = None, limit: int = 1024) -> list[int]:
+        keys = self._scids()
+        i = 0 if after is None else bisect.bisect_right(keys, after)
+        out = []
+        for s in itertools.islice(keys, i, None):
+            if len(out) >= limit:
+                break
+            if self._visible(s):
+                out.append(s)
+        return out
+
+    def node_ids(self, after: bytes | None = None, limit: int = 1024) -> list[bytes]:
+        keys = self._node_ids()
+        i = 0 if after is None else bisect.bisect_right(keys, after)
+        out = []
+        for k in itertools.islice(keys, i, None):
+            if len(out) >= limit:
+                break
+            if self._nodes[k].visible():
+                out.append(k)
+        return out
+
+    def short_channel_ids_in_blocks(
+        self,
+        first_blocknum: int,
+        number_of_blocks: int,
+        after: int | None = None,
+        limit: int = 8000,
+    ) -> list[int]:
+        start = first_blocknum << 40
+        end = min(first_blocknum + number_of_blocks, 1 << 24) << 40
+        if end <= start:
+            return []
+        keys = self._scids()
+        i = bisect.bisect_left(keys, start)
+        if after is not None and after >= start:
+            i = bisect.bisect_right(keys, after)
+        out = []
+        for s in itertools.islice(keys, i, None):
+            if s >= end or len(out) >= limit:
+                break
+            if self._visible(s):
+                out.append(s)
+        return out
+
+    def _channel_messages(self, c: _Channel, lo: int, hi: int, out: list[bytes]) -> None:
+        if c.announcement is None:
+            return
+        ups = [u for u in c.updates if u is not None and lo <= u.timestamp < hi]
+        if ups or (lo == 0 and c.updates[0] is None and c.updates[1] is None):
+            out.append(c.announcement.msg)
+            out.extend(u.msg for u in ups)
+
+    def gossip_after(
+        self,
+        cursor: bytes,
+        first_timestamp: int = 0,
+        timestamp_range: int = 0xFFFFFFFF,
+        max_messages: int = 256,
+    ) -> tuple[list[bytes], bytes | None]:
+        lo, hi = first_timestamp, first_timestamp + timestamp_range
+        out: list[bytes] = []
+        top = max(max_messages, 1)
+        if cursor == b"" or len(cursor) == 8:
+            keys = self._scids()
+            i = 0 if cursor == b"" else bisect.bisect_right(keys, int.from_bytes(cursor, "big"))
+            for scid in itertools.islice(keys, i, None):
+                self._channel_messages(self._channels[scid], lo, hi, out)
+                if len(out) >= top:
+                    return out, scid.to_bytes(8, "big")
+            after_node = None
+        elif cursor[:1] == b"N" and len(cursor) in (1, 34):
+            after_node = cursor[1:] or None
+        else:
+            raise ConfigError("not a graph cursor")
+        nkeys = self._node_ids()
+        j = 0 if after_node is None else bisect.bisect_right(nkeys, after_node)
+        for nid in itertools.islice(nkeys, j, None):
+            a = self._nodes[nid].announcement
+            if a is not None and lo <= a.timestamp < hi:
+                out.append(a.msg)
+                if len(out) >= top:
+                    return out, b"N" + nid
+        return out, None
+
+    def messages_for(self, short_channel_ids: list[int]) -> list[bytes]:
+        out: list[bytes] = []
+        sent: set[bytes] = set()
+        for scid in short_channel_ids:
+            c = self._visible(scid)
+            if c is None:
+                continue
+            self._channel_messages(c, 0, 1 << 33, out)
+            for nid in (c.node_id_1, c.node_id_2):
+                n = self._nodes.get(nid)
+                if nid not in sent and n is not None and n.announcement is not None:
+                    out.append(n.announcement.msg)
+                    sent.add(nid)
+        return out
+
+    def newest_timestamp(self) -> int | None:
+        ts = [u.timestamp for c in self._channels.values() for u in c.updates if u is not None]
+        ts += [n.announcement.timestamp for n in self._nodes.values() if n.announcement]
+        return max(ts, default=None)
+
+    def message_bytes(self) -> int:
+        n = 0
+        for c in self._channels.values():
+            n += len(c.announcement.msg) if c.announcement else 0
+            n += sum(len(u.msg) for u in c.updates if u is not None)
+        return n + sum(len(x.announcement.msg) for x in self._nodes.values() if x.announcement)
 
 
 class _Seen:
@@ -215,6 +528,16 @@ class _Orphans:
             )
         return evicted
 
+    def set_limits(self, capacity: int, max_bytes: int) -> list[_Pending]:
+        self.capacity, self.max_bytes = capacity, max_bytes
+        evicted = []
+        while self.len > self.capacity or self.bytes > self.max_bytes:
+            e = self._evict_oldest()
+            if e is None:
+                break
+            evicted.append(e)
+        return evicted
+
     def release(self, scid: int) -> list[_Pending]:
         v = self.by_scid.pop(scid, [])
         self.len -= len(v)
@@ -233,17 +556,19 @@ class Pipeline:
         self,
         *,
         chain_hash: bytes | None = None,
-        policy: str = "archive",
+        policy: Policy = "archive",
         now: int | None = None,
         max_queue_bytes: int = 32 << 20,
         max_queue_messages: int = 100_000,
         per_peer_bytes: int | None = None,
         per_peer_messages: int | None = None,
-        orphan_capacity: int = 10_000,
-        orphan_max_bytes: int = 4_000_000,
+        orphan_capacity: int | None = None,
+        orphan_max_bytes: int | None = None,
         seen_capacity: int = 1 << 21,
         pubkey_cache_capacity: int = 1 << 16,
         threads: int | None = None,
+        store: str | os.PathLike[str] | None = None,
+        store_sync_interval_ms: int | None = None,
     ) -> None:
         if chain_hash is None:
             chain_hash = MAINNET_CHAIN_HASH
@@ -253,8 +578,12 @@ class Pipeline:
             raise ConfigError(f"policy must be 'archive' or 'live', got {policy!r}")
         if max_queue_bytes <= 0 or max_queue_messages <= 0:
             raise ConfigError("queue caps must be positive")
+        if store is not None:
+            raise ConfigError("the durable store needs the Rust engine (lngossip.Pipeline)")
+        default_orphans = ORPHAN_LIMITS[policy]
         self._chain_hash = bytes(chain_hash)
         self._live = policy == "live"
+        self._policy: Policy = policy
         self._now = now
         self._queue = _Queue(
             max_queue_bytes,
@@ -262,12 +591,14 @@ class Pipeline:
             per_peer_bytes if per_peer_bytes is not None else max(max_queue_bytes // 4, 1),
             per_peer_messages if per_peer_messages is not None else max(max_queue_messages // 4, 1),
         )
-        self._orphans = _Orphans(orphan_capacity, orphan_max_bytes)
+        self._orphans = _Orphans(
+            default_orphans[0] if orphan_capacity is None else orphan_capacity,
+            default_orphans[1] if orphan_max_bytes is None else orphan_max_bytes,
+        )
         self._seen = _Seen(seen_capacity)
         self._keys: dict[bytes, Any] = {}
         self._key_capacity = max(pubkey_cache_capacity, 1)
-        self._channels: dict[int, _Channel] = {}
-        self._nodes: dict[bytes, _Node] = {}
+        self._graph = Graph()
         self._next_seq = 0
         # short_channel_ids with a channel_announcement in the queue (and how many)
         self._pending_announcements: dict[int, int] = {}
@@ -284,7 +615,7 @@ class Pipeline:
         self._decisions[kind][d] += 1
         if reason is not None:
             self._reasons[reason] += 1
-        return Admission(seq, d, reason)
+        return Admission(seq, Decision(d), reason)
 
     def _now_s(self) -> int:
         return self._now if self._now is not None else int(time.time())
@@ -293,15 +624,43 @@ class Pipeline:
         """Set (or clear, with ``None``) the fixed "now" (seconds) of the live policy."""
         self._now = now
 
-    # -- graph helpers ----------------------------------------------------
-    def _update_is_stale(self, scid: int, direction: int, ts: int) -> bool:
-        c = self._channels.get(scid)
-        t = c.update_timestamp[direction] if c else None
-        return t is not None and ts <= t
+    @property
+    def graph(self) -> Graph:
+        """The graph (its raw reader API is ``_core.GraphReader``'s)."""
+        return self._graph
 
-    def _node_is_stale(self, node_id: bytes, ts: int) -> bool:
-        n = self._nodes.get(node_id)
-        return n is not None and n.timestamp is not None and ts <= n.timestamp
+    @property
+    def policy(self) -> Policy:
+        """``"archive"`` or ``"live"``."""
+        return self._policy
+
+    def set_policy(self, policy: Policy) -> None:
+        """Switch policy; the orphan cache takes the new policy's bounds."""
+        if policy not in ("archive", "live"):
+            raise ConfigError(f"policy must be 'archive' or 'live', got {policy!r}")
+        if policy == self._policy:
+            return
+        self._policy, self._live = policy, policy == "live"
+        self._forget_evicted(self._orphans.set_limits(*ORPHAN_LIMITS[policy]))
+
+    def prune(self, now: int | None = None) -> tuple[int, int]:
+        """BOLT #7 pruning (see the Rust engine): returns (channels, nodes) removed."""
+        horizon = (self._now_s() if now is None else now) - LIVE_MAX_BEHIND_S
+        channels, nodes, removed = self._graph.prune(max(horizon, 0))
+        for st in removed:
+            self._seen.discard(self._seen.hash(st.msg))
+        return channels, nodes
+
+    def compact(self) -> bool:
+        """No store in this engine: returns False."""
+        return False
+
+    def sync_store(self) -> None:
+        """No store in this engine: nothing to do."""
+
+    def store_report(self) -> None:
+        """No store in this engine: ``None``."""
+        return None
 
     # -- submit -----------------------------------------------------------
     def submit(self, peer: int, msg: bytes) -> Admission:
@@ -326,22 +685,22 @@ class Pipeline:
             if g.timestamp + LIVE_MAX_BEHIND_S < now:
                 return self._reject(seq, kind, "too_old")
         if g.type == CHANNEL_ANNOUNCEMENT:
-            if g.short_channel_id in self._channels:
+            if self._graph.has_channel(g.short_channel_id):
                 return self._reject(seq, kind, "duplicate")
         elif g.type == CHANNEL_UPDATE:
             scid = g.short_channel_id
             assert scid is not None and g.timestamp is not None
-            if scid not in self._channels and scid not in self._pending_announcements:
+            if not self._graph.has_channel(scid) and scid not in self._pending_announcements:
                 self._seen.add(h)
                 self._forget_evicted(
                     self._orphans.insert(scid, _Pending(seq, peer, g, msg, True, h))
                 )
                 return self._reject(seq, kind, "orphaned")
-            if self._update_is_stale(scid, g.channel_flags & 1, g.timestamp):
+            if self._graph.update_is_stale(scid, g.channel_flags & 1, g.timestamp):
                 return self._reject(seq, kind, "stale")
         else:
             assert g.timestamp is not None
-            if self._node_is_stale(g.keys[0], g.timestamp):
+            if self._graph.node_is_stale(g.keys[0], g.timestamp):
                 return self._reject(seq, kind, "stale")
         if self._queue.push(peer, _Pending(seq, peer, g, msg, False, h)):
             self._seen.add(h)
@@ -349,9 +708,9 @@ class Pipeline:
                 assert g.short_channel_id is not None
                 pending = self._pending_announcements
                 pending[g.short_channel_id] = pending.get(g.short_channel_id, 0) + 1
-            return Admission(seq, "queued")
+            return Admission(seq, Decision.QUEUED)
         self._queue_full += 1
-        return Admission(seq, "queue_full")
+        return Admission(seq, Decision.QUEUE_FULL)
 
     def _forget_evicted(self, evicted: list[_Pending]) -> None:
         """Count evicted orphans and forget their hashes (a later copy is not
@@ -363,7 +722,7 @@ class Pipeline:
     # -- process ----------------------------------------------------------
     def _decide(
         self,
-        out: list[tuple[int, int, str, str, str | None]],
+        out: list[Outcome],
         p: _Pending,
         d: str,
         reason: str | None = None,
@@ -374,7 +733,7 @@ class Pipeline:
         self._decisions[kind][d] += 1
         if reason is not None:
             self._reasons[reason] += 1
-        out.append((p.seq, p.peer, kind, d, reason))
+        out.append(Outcome(p.seq, p.peer, kind, Decision(d), reason))
 
     def _checks(self, p: _Pending) -> list[tuple[int, bytes]]:
         g = p.gossip
@@ -382,8 +741,9 @@ class Pipeline:
             return list(zip(_SIG_OFFSETS, g.keys, strict=True))
         if g.type == CHANNEL_UPDATE:
             assert g.short_channel_id is not None
-            c = self._channels[g.short_channel_id]
-            return [(2, c.node_id_2 if g.channel_flags & 1 else c.node_id_1)]
+            key = self._graph.update_key(g.short_channel_id, g.channel_flags & 1)
+            assert key is not None
+            return [(2, key)]
         return [(2, g.keys[0])]
 
     def _pubkey(self, raw: bytes) -> Any:
@@ -439,7 +799,7 @@ class Pipeline:
             else:
                 rest.append(p)
         before = self._signatures_verified
-        out: list[tuple[int, int, str, str, str | None]] = []
+        out: list[Outcome] = []
         accepted: list[bytes] = []
         released: list[_Pending] = []
         verdicts = [self._verify(p) for p in anns]
@@ -450,13 +810,10 @@ class Pipeline:
                 self._decide(out, p, "malformed", "bad_public_key")
             elif v == "invalid_signature":
                 self._decide(out, p, "invalid_signature")
-            elif scid in self._channels:
+            elif self._graph.has_channel(scid):
                 self._decide(out, p, "duplicate")
             else:
-                n1, n2 = p.gossip.keys[0], p.gossip.keys[1]
-                self._channels[scid] = _Channel(n1, n2)
-                for n in (n1, n2):
-                    self._nodes.setdefault(n, _Node()).channels += 1
+                self._graph.add_channel(scid, p.gossip.keys[0], p.gossip.keys[1])
                 self._decide(out, p, "accepted")
                 r = self._orphans.release(scid)
                 self._orphans_released += len(r)
@@ -469,21 +826,20 @@ class Pipeline:
             pre: str | None = None
             if g.type == CHANNEL_UPDATE:
                 assert g.short_channel_id is not None
-                if g.short_channel_id not in self._channels:
+                if not self._graph.has_channel(g.short_channel_id):
                     # queued behind an announcement that is not accepted (yet)
                     self._decisions["channel_update"]["orphaned"] += 1
-                    out.append((p.seq, p.peer, "channel_update", "orphaned", None))
+                    out.append(Outcome(p.seq, p.peer, "channel_update", Decision.ORPHANED, None))
                     p.orphan = True
                     self._forget_evicted(self._orphans.insert(g.short_channel_id, p))
                     continue
-                if self._update_is_stale(g.short_channel_id, g.channel_flags & 1, g.timestamp):
+                if self._graph.update_is_stale(g.short_channel_id, g.channel_flags & 1, g.timestamp):
                     pre = "stale"
             else:
-                node = self._nodes.get(g.keys[0])
-                if self._live and (node is None or node.channels == 0):
+                if self._live and not self._graph.node_has_channel(g.keys[0]):
                     pre = "unknown_node"
                     self._seen.discard(p.hash)  # its channel may still come
-                elif self._node_is_stale(g.keys[0], g.timestamp):
+                elif self._graph.node_is_stale(g.keys[0], g.timestamp):
                     pre = "stale"
             if pre is None:
                 candidates.append(p)
@@ -501,19 +857,23 @@ class Pipeline:
                 if g.type == CHANNEL_UPDATE:
                     assert g.short_channel_id is not None
                     direction = g.channel_flags & 1
-                    if self._update_is_stale(g.short_channel_id, direction, g.timestamp):
+                    if self._graph.update_is_stale(g.short_channel_id, direction, g.timestamp):
                         d = "stale"
                     else:
-                        self._channels[g.short_channel_id].update_timestamp[direction] = g.timestamp
+                        self._graph.set_update_timestamp(g.short_channel_id, direction, g.timestamp)
                         d = "accepted"
-                elif self._node_is_stale(g.keys[0], g.timestamp):
+                elif self._graph.node_is_stale(g.keys[0], g.timestamp):
                     d = "stale"
                 else:
-                    self._nodes.setdefault(g.keys[0], _Node()).timestamp = g.timestamp
+                    self._graph.set_node_timestamp(g.keys[0], g.timestamp)
                     d = "accepted"
             self._decide(out, p, d)
             if d == "accepted":
                 accepted.append(p.msg)
+        # the batch becomes visible all at once (graph.rs commit)
+        now = self._now_s()
+        for m in accepted:
+            self._graph.commit(m, parse_message(m), now)
         return ProcessResult(out, accepted, self._signatures_verified - before)
 
     # -- introspection ----------------------------------------------------
@@ -531,8 +891,8 @@ class Pipeline:
             "queue_high_water_bytes": self._queue.high_water_bytes,
             "orphans": self._orphans.len,
             "seen_entries": len(self._seen),
-            "channels": len(self._channels),
-            "nodes": len(self._nodes),
+            "channels": len(self._graph),
+            "nodes": self._graph.node_count(),
         }
 
     def peer_queue_bytes(self, peer: int) -> int:

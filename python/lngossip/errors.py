@@ -8,7 +8,7 @@ returned value, never an exception.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "GossipError", "InternalError", "MalformedMessage"]
+__all__ = ["ConfigError", "GossipError", "InternalError", "MalformedMessage", "StoreError"]
 
 
 class GossipError(Exception):
@@ -37,4 +37,12 @@ class InternalError(GossipError, RuntimeError):
 
     Raised instead of letting a Rust panic reach Python; the pipeline that
     raised it should be dropped.
+    """
+
+
+class StoreError(GossipError, OSError):
+    """The durable store could not be opened, written or compacted: an I/O
+    error (with the path), a ``gossip_store`` of another major version, or
+    a store another process holds open. Records that could not be written
+    stay pending and the next ``process`` retries them.
     """

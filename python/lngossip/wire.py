@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Literal, NamedTuple, TypeAlias
 
 from lngossip.errors import MalformedMessage
 
@@ -41,6 +42,8 @@ __all__ = [
     "SIGNED_FROM",
     "Decision",
     "Gossip",
+    "Outcome",
+    "Policy",
     "kind_of",
     "parse_message",
 ]
@@ -99,6 +102,28 @@ class Decision(enum.StrEnum):
     """Live policy: timestamp more than 24 h ahead of now."""
     QUEUE_FULL = "queue_full"
     """The queue or the peer's share is full; nothing was kept, submit again later."""
+
+
+#: ``"archive"``: ingesting old dumps, no wall-clock window, nodes without a
+#: known channel verified anyway; ``"live"``: gossip from peers, timestamps
+#: more than 24 h ahead or 14 days behind now rejected, ``node_announcement``
+#: needs a known channel (BOLT #7).
+Policy: TypeAlias = Literal["archive", "live"]
+
+
+class Outcome(NamedTuple):
+    """One final decision of :meth:`lngossip.Pipeline.process`."""
+
+    seq: int
+    """Sequence number from the message's :class:`~lngossip.Admission`."""
+    peer: int
+    """Peer that submitted it."""
+    msg_type: str
+    """BOLT #7 name of its type (``channel_update``, ...)."""
+    decision: Decision
+    """Final, or ``orphaned`` for an update whose announcement was not accepted (yet)."""
+    reason: str | None
+    """Parse failure for ``malformed``."""
 
 
 #: Final decisions counted per message kind (``queued`` and ``queue_full`` are not final).

@@ -131,7 +131,9 @@ impl Graph {
 
     /// Whether `node_id` has at least one accepted channel.
     pub fn node_has_channel(&self, node_id: &NodeId) -> bool {
-        self.nodes.get(node_id).is_some_and(|n| !n.channels.is_empty())
+        self.nodes
+            .get(node_id)
+            .is_some_and(|n| !n.channels.is_empty())
     }
 
     /// Record an accepted channel (visible once [`Graph::commit`] stores its announcement).
@@ -147,7 +149,11 @@ impl Graph {
             },
         );
         for n in [node_id_1, node_id_2] {
-            self.nodes.entry(n).or_default().channels.push(short_channel_id);
+            self.nodes
+                .entry(n)
+                .or_default()
+                .channels
+                .push(short_channel_id);
         }
     }
 
@@ -335,9 +341,7 @@ impl Graph {
 
     /// A visible node.
     pub fn node(&self, node_id: &NodeId) -> Option<&Node> {
-        self.nodes
-            .get(node_id)
-            .filter(|n| n.visible())
+        self.nodes.get(node_id).filter(|n| n.visible())
     }
 
     /// Visible channels of `node_id`, ascending.
@@ -511,7 +515,12 @@ impl Graph {
         let mut n = 0;
         for c in self.channels.values() {
             n += c.announcement.as_ref().map_or(0, |a| a.msg.len());
-            n += c.updates.iter().flatten().map(|u| u.msg.len()).sum::<usize>();
+            n += c
+                .updates
+                .iter()
+                .flatten()
+                .map(|u| u.msg.len())
+                .sum::<usize>();
         }
         n + self
             .nodes

@@ -109,6 +109,20 @@ impl<T> Orphans<T> {
         evicted
     }
 
+    /// Change the bounds; returns the items evicted to fit (oldest first).
+    pub fn set_limits(&mut self, capacity: usize, max_bytes: usize) -> Vec<T> {
+        self.capacity = capacity;
+        self.max_bytes = max_bytes;
+        let mut evicted = Vec::new();
+        while self.len > self.capacity || self.bytes > self.max_bytes {
+            match self.evict_oldest() {
+                Some(e) => evicted.push(e),
+                None => break,
+            }
+        }
+        evicted
+    }
+
     /// Take every item held for `short_channel_id`, in arrival order.
     pub fn release(&mut self, short_channel_id: u64) -> Vec<T> {
         let v = self.by_scid.remove(&short_channel_id).unwrap_or_default();

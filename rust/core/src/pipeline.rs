@@ -18,9 +18,9 @@ use crate::orphans::{
     Orphans, ARCHIVE_ORPHAN_CAPACITY, ARCHIVE_ORPHAN_MAX_BYTES, DEFAULT_ORPHAN_CAPACITY,
     DEFAULT_ORPHAN_MAX_BYTES,
 };
-use crate::store::{self, OpenReport, Store, StoreError, FLAG_DELETED};
 use crate::queue::{Queue, QueueLimits};
 use crate::seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
+use crate::store::{self, OpenReport, Store, StoreError, FLAG_DELETED};
 use crate::verify::{Job, Verdict, Verifier, DEFAULT_PUBKEY_CACHE_CAPACITY};
 use crate::wire::{self, Gossip, Malformed, MsgKind, NodeId, MAINNET_CHAIN_HASH};
 
@@ -468,9 +468,9 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 continue;
             };
             let store = &mut self.store;
-            let old = self.graph.commit(msg, &g, now, |ts| {
-                store.as_mut().map(|s| s.append(ts, msg))
-            });
+            let old = self
+                .graph
+                .commit(msg, &g, now, |ts| store.as_mut().map(|s| s.append(ts, msg)));
             if let Some(old) = old {
                 self.delete_record(&old);
             }
@@ -514,6 +514,25 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
+    /// Switch to `policy` (a node that loaded archive files and now takes
+    /// live peers): the time window and node rule of the new policy apply
+    /// from the next `submit`, and the orphan cache takes the new policy's
+    /// default bounds (evicting the oldest orphans if it shrinks).
+    pub fn set_policy(&mut self, policy: Policy) {
+        if policy == self.cfg.policy {
+            return;
+        }
+        let d = Config::for_policy(policy);
+        self.cfg.policy = policy;
+        self.cfg.orphan_capacity = d.orphan_capacity;
+        self.cfg.orphan_max_bytes = d.orphan_max_bytes;
+        // evicted orphans keep their `orphaned` decision
+        let evicted = self
+            .orphans
+            .set_limits(d.orphan_capacity, d.orphan_max_bytes);
+        self.forget_evicted(evicted);
+    }
+
     /// Set (or clear, with `None`) the fixed "now" used by the live policy.
     pub fn set_now(&mut self, now: Option<u64>) {
         self.cfg.now = now;

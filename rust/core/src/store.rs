@@ -419,9 +419,10 @@ impl Store {
         }
         let flag = (FLAG_COMPLETE | FLAG_DELETED).to_be_bytes();
         for off in self.pending_deletes.drain(..) {
-            self.file
-                .write_all_at(&flag, off)
-                .map_err(io_err(format!("flagging a record in {}", self.path.display())))?;
+            self.file.write_all_at(&flag, off).map_err(io_err(format!(
+                "flagging a record in {}",
+                self.path.display()
+            )))?;
             self.dirty = true;
         }
         if self.dirty && (force || self.last_sync.elapsed() >= self.sync_interval) {
@@ -460,8 +461,7 @@ impl Store {
         f.write_all(image)
             .and_then(|()| f.sync_all())
             .map_err(io_err(format!("writing {}", tmp.display())))?;
-        f.try_lock()
-            .map_err(|_| StoreError::Locked(tmp.clone()))?;
+        f.try_lock().map_err(|_| StoreError::Locked(tmp.clone()))?;
         fs::rename(&tmp, &self.path).map_err(io_err(format!(
             "renaming {} to {}",
             tmp.display(),

@@ -366,7 +366,10 @@ fn graph_keeps_bytes_and_answers_queries_in_bolt7_order() {
     }
     assert_eq!(all, msgs);
     // a timestamp filter past every message: nothing
-    assert!(g.gossip_after(lngossip_core::graph::Cursor::Start, 1001, 10, 100).0.is_empty());
+    assert!(g
+        .gossip_after(lngossip_core::graph::Cursor::Start, 1001, 10, 100)
+        .0
+        .is_empty());
     assert_eq!(g.short_channel_ids_in_blocks(2, 1, None, 10), vec![2 << 40]);
     assert_eq!(g.short_channel_ids_in_blocks(0, 2, None, 10), vec![1 << 40]);
     let q = g.messages_for(&[2 << 40]);
@@ -397,7 +400,10 @@ fn store_reopens_without_verifying_and_flags_superseded_records() {
     assert_eq!(scan.damage, None);
     let deleted: Vec<bool> = scan.records.iter().map(|r| r.flags & 0x8000 != 0).collect();
     // written in accepted order: both announcements, then updates, node, newer update
-    assert_eq!(deleted, vec![false, false, true, false, false, false, false]);
+    assert_eq!(
+        deleted,
+        vec![false, false, true, false, false, false, false]
+    );
     let mut p = pipeline();
     let rep = p.open_store(&path).unwrap();
     assert_eq!((rep.records, rep.truncated_bytes), (7, 0));
@@ -425,14 +431,21 @@ fn store_truncates_a_torn_tail_and_keeps_everything_before_it() {
         p.process(100);
     }
     let whole = std::fs::read(&path).unwrap();
-    for cut in [whole.len() - 1, whole.len() - 100, whole.len() - msgs[5].len() - 6] {
+    for cut in [
+        whole.len() - 1,
+        whole.len() - 100,
+        whole.len() - msgs[5].len() - 6,
+    ] {
         std::fs::write(&path, &whole[..cut]).unwrap();
         let mut p = pipeline();
         let rep = p.open_store(&path).unwrap();
         assert_eq!(rep.records, 5, "cut at {cut}");
         assert!(rep.truncated_bytes > 0 && rep.damage.is_some());
         assert_eq!(p.graph().channel_count(), 2);
-        assert_eq!(p.graph().node(&k.public(2)).unwrap().announcement.is_none(), true);
+        assert_eq!(
+            p.graph().node(&k.public(2)).unwrap().announcement.is_none(),
+            true
+        );
         drop(p);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,

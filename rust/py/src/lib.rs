@@ -1,18 +1,21 @@
 //! `lngossip._core`: the PyO3 binding of `lngossip-core`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use lngossip_core::graph::Cursor;
 use lngossip_core::pipeline::{Config, Counters, Decision, Policy};
 use lngossip_core::queue::{QueueLimits, DEFAULT_PEER_SHARE_DIVISOR};
+use lngossip_core::store::{OpenReport, StoreError};
 use lngossip_core::verify::Verifier;
-use lngossip_core::wire::{Malformed, MsgKind};
+use lngossip_core::wire::{Malformed, MsgKind, NodeId};
 use lngossip_core::Pipeline;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::{MutexExt, PyOnceLock};
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 fn err(py: Python<'_>, class: &str, msg: String) -> PyErr {
     match py
@@ -33,6 +36,52 @@ fn internal(py: Python<'_>) -> PyErr {
     )
 }
 
+fn store_err(py: Python<'_>, e: &StoreError) -> PyErr {
+    err(py, "StoreError", e.to_string())
+}
+
+/// `lngossip.wire.Decision` members, in `Decision::ALL` order.
+fn decision_members(py: Python<'_>) -> PyResult<&'static [Py<PyAny>]> {
+    static MEMBERS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+    MEMBERS
+        .get_or_try_init(py, || {
+            let cls = py.import("lngossip.wire")?.getattr("Decision")?;
+            Decision::ALL
+                .iter()
+                .map(|d| cls.call1((d.name(),)).map(Bound::unbind))
+                .collect()
+        })
+        .map(Vec::as_slice)
+}
+
+fn decision_member<'py>(py: Python<'py>, d: Decision) -> PyResult<Bound<'py, PyAny>> {
+    Ok(decision_members(py)?[d as usize].bind(py).clone())
+}
+
+/// `lngossip.wire.Outcome`, the named tuple of an outcome.
+fn outcome_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static CLS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    Ok(CLS
+        .get_or_try_init(py, || {
+            py.import("lngossip.wire")?
+                .getattr("Outcome")
+                .map(Bound::unbind)
+        })?
+        .bind(py))
+}
+
+fn parse_policy(py: Python<'_>, policy: &str) -> PyResult<Policy> {
+    match policy {
+        "archive" => Ok(Policy::Archive),
+        "live" => Ok(Policy::Live),
+        other => Err(err(
+            py,
+            "ConfigError",
+            format!("policy must be 'archive' or 'live', got {other:?}"),
+        )),
+    }
+}
+
 /// The answer to `Pipeline.submit`.
 #[pyclass(name = "Admission", module = "lngossip._core", frozen)]
 struct PyAdmission {
@@ -45,15 +94,8 @@ struct PyAdmission {
 #[pymethods]
 impl PyAdmission {
     #[getter]
-    fn decision<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
-        let names = NAMES.get_or_init(py, || {
-            Decision::ALL
-                .iter()
-                .map(|d| PyString::intern(py, d.name()).unbind())
-                .collect()
-        });
-        names[self.decision as usize].bind(py).clone()
+    fn decision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        decision_member(py, self.decision)
     }
     #[getter]
     fn reason<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
@@ -99,16 +141,20 @@ impl PyProcessResult {
     }
 }
 
+type Shared = Arc<Mutex<Pipeline<PyBackedBytes>>>;
+
 /// The gossip pipeline (see `lngossip/_core.pyi` for the documentation).
 #[pyclass(name = "Pipeline", module = "lngossip._core", frozen)]
 struct PyPipeline {
-    /// Queue, seen-set, orphans, graph: locked briefly by `submit` and by
-    /// the apply steps of `process`.
-    inner: Mutex<Pipeline<PyBackedBytes>>,
+    /// Queue, seen-set, orphans, graph, store: locked briefly by `submit`,
+    /// by the graph's readers and by the apply steps of `process`.
+    inner: Shared,
     /// Held for a whole `process` (one batch verifies at a time); `submit`
     /// never waits for it, so sockets keep being read while a batch verifies.
     verifier: Mutex<Verifier>,
     threads: usize,
+    /// What opening the store found (`None`: no store).
+    opened: Option<(PathBuf, OpenReport)>,
 }
 
 fn counters_dict<'py>(py: Python<'py>, c: &Counters) -> PyResult<Bound<'py, PyDict>> {
@@ -145,15 +191,17 @@ impl PyPipeline {
         chain_hash = None,
         policy = "archive",
         now = None,
-        max_queue_bytes = 32 << 20,
-        max_queue_messages = 100_000,
+        max_queue_bytes = None,
+        max_queue_messages = None,
         per_peer_bytes = None,
         per_peer_messages = None,
-        orphan_capacity = 10_000,
-        orphan_max_bytes = 4_000_000,
-        seen_capacity = 1 << 21,
-        pubkey_cache_capacity = 1 << 16,
+        orphan_capacity = None,
+        orphan_max_bytes = None,
+        seen_capacity = None,
+        pubkey_cache_capacity = None,
         threads = None,
+        store = None,
+        store_sync_interval_ms = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -161,17 +209,19 @@ impl PyPipeline {
         chain_hash: Option<&[u8]>,
         policy: &str,
         now: Option<u64>,
-        max_queue_bytes: usize,
-        max_queue_messages: usize,
+        max_queue_bytes: Option<usize>,
+        max_queue_messages: Option<usize>,
         per_peer_bytes: Option<usize>,
         per_peer_messages: Option<usize>,
-        orphan_capacity: usize,
-        orphan_max_bytes: usize,
-        seen_capacity: usize,
-        pubkey_cache_capacity: usize,
+        orphan_capacity: Option<usize>,
+        orphan_max_bytes: Option<usize>,
+        seen_capacity: Option<usize>,
+        pubkey_cache_capacity: Option<usize>,
         threads: Option<usize>,
+        store: Option<PathBuf>,
+        store_sync_interval_ms: Option<u64>,
     ) -> PyResult<Self> {
-        let mut cfg = Config::default();
+        let mut cfg = Config::for_policy(parse_policy(py, policy)?);
         if let Some(ch) = chain_hash {
             cfg.chain_hash = ch.try_into().map_err(|_| {
                 err(
@@ -181,40 +231,53 @@ impl PyPipeline {
                 )
             })?;
         }
-        cfg.policy = match policy {
-            "archive" => Policy::Archive,
-            "live" => Policy::Live,
-            other => {
-                return Err(err(
-                    py,
-                    "ConfigError",
-                    format!("policy must be 'archive' or 'live', got {other:?}"),
-                ))
-            }
-        };
-        if max_queue_bytes == 0 || max_queue_messages == 0 {
+        let max_bytes = max_queue_bytes.unwrap_or(cfg.queue.max_bytes);
+        let max_messages = max_queue_messages.unwrap_or(cfg.queue.max_messages);
+        if max_bytes == 0 || max_messages == 0 {
             return Err(err(py, "ConfigError", "queue caps must be positive".into()));
         }
         cfg.now = now;
         cfg.queue = QueueLimits {
-            max_bytes: max_queue_bytes,
-            max_messages: max_queue_messages,
+            max_bytes,
+            max_messages,
             per_peer_bytes: per_peer_bytes
-                .unwrap_or((max_queue_bytes / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
+                .unwrap_or((max_bytes / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
             per_peer_messages: per_peer_messages
-                .unwrap_or((max_queue_messages / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
+                .unwrap_or((max_messages / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
         };
-        cfg.orphan_capacity = orphan_capacity;
-        cfg.orphan_max_bytes = orphan_max_bytes;
-        cfg.seen_capacity = seen_capacity;
-        cfg.pubkey_cache_capacity = pubkey_cache_capacity;
-        cfg.threads = threads.unwrap_or(0);
+        cfg.orphan_capacity = orphan_capacity.unwrap_or(cfg.orphan_capacity);
+        cfg.orphan_max_bytes = orphan_max_bytes.unwrap_or(cfg.orphan_max_bytes);
+        cfg.seen_capacity = seen_capacity.unwrap_or(cfg.seen_capacity);
+        cfg.pubkey_cache_capacity = pubkey_cache_capacity.unwrap_or(cfg.pubkey_cache_capacity);
+        cfg.threads = threads.unwrap_or(cfg.threads);
         let verifier = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)
             .map_err(|e| err(py, "ConfigError", e))?;
+        let mut pipeline = Pipeline::new(cfg);
+        let opened = match store {
+            None => None,
+            Some(path) => {
+                let rep = py
+                    .detach(|| {
+                        catch_unwind(AssertUnwindSafe(|| {
+                            let r = pipeline.open_store(&path);
+                            if let (Ok(_), Some(ms), Some(st)) =
+                                (&r, store_sync_interval_ms, pipeline.store_mut())
+                            {
+                                st.set_sync_interval(std::time::Duration::from_millis(ms));
+                            }
+                            r
+                        }))
+                    })
+                    .map_err(|_| internal(py))?
+                    .map_err(|e| store_err(py, &e))?;
+                Some((path, rep))
+            }
+        };
         Ok(PyPipeline {
             threads: verifier.threads(),
-            inner: Mutex::new(Pipeline::new(cfg)),
+            inner: Arc::new(Mutex::new(pipeline)),
             verifier: Mutex::new(verifier),
+            opened,
         })
     }
 
@@ -243,19 +306,24 @@ impl PyPipeline {
             .flatten()
         });
         let done = done.ok_or_else(|| internal(py))?;
-        let outcomes: Vec<(u64, u64, &str, &str, Option<&str>)> = done
+        if let Some(e) = &done.store_error {
+            return Err(store_err(py, e));
+        }
+        let cls = outcome_class(py)?;
+        let members = decision_members(py)?;
+        let outcomes = done
             .outcomes
             .iter()
             .map(|o| {
-                (
+                cls.call1((
                     o.seq,
                     o.peer,
-                    o.kind.name(),
-                    o.decision.name(),
-                    o.reason.map(|r| r.name()),
-                )
+                    PyString::intern(py, o.kind.name()),
+                    members[o.decision as usize].bind(py),
+                    o.reason.map(|r| PyString::intern(py, r.name())),
+                ))
             })
-            .collect();
+            .collect::<PyResult<Vec<_>>>()?;
         Ok(PyProcessResult {
             outcomes: outcomes.into_pyobject(py)?.into_any().unbind(),
             accepted: done.accepted.into_pyobject(py)?.into_any().unbind(),
@@ -271,9 +339,88 @@ impl PyPipeline {
         d.set_item("queue_high_water_bytes", g.queue_high_water_bytes())?;
         d.set_item("orphans", g.orphans())?;
         d.set_item("seen_entries", g.seen_entries())?;
-        d.set_item("channels", g.graph().channels.len())?;
-        d.set_item("nodes", g.graph().nodes.len())?;
+        d.set_item("channels", g.graph().channel_count())?;
+        d.set_item("nodes", g.graph().node_count())?;
         Ok(d)
+    }
+
+    /// The read-only graph.
+    #[getter]
+    fn graph(&self) -> PyGraph {
+        PyGraph {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn set_policy(&self, py: Python<'_>, policy: &str) -> PyResult<()> {
+        let p = parse_policy(py, policy)?;
+        self.lock(py)?.set_policy(p);
+        Ok(())
+    }
+
+    #[getter]
+    fn policy(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(match self.lock(py)?.config().policy {
+            Policy::Archive => "archive",
+            Policy::Live => "live",
+        })
+    }
+
+    #[pyo3(signature = (now = None))]
+    fn prune(&self, py: Python<'_>, now: Option<u64>) -> PyResult<(usize, usize)> {
+        let inner = self.inner.clone();
+        let r = py
+            .detach(|| {
+                let mut g = inner.lock().ok()?;
+                catch_unwind(AssertUnwindSafe(|| g.prune(now))).ok()
+            })
+            .ok_or_else(|| internal(py))?
+            .map_err(|e| store_err(py, &e))?;
+        Ok((r.channels, r.nodes))
+    }
+
+    fn compact(&self, py: Python<'_>) -> PyResult<bool> {
+        let inner = self.inner.clone();
+        py.detach(|| {
+            let mut g = inner.lock().ok()?;
+            catch_unwind(AssertUnwindSafe(|| g.compact())).ok()
+        })
+        .ok_or_else(|| internal(py))?
+        .map_err(|e| store_err(py, &e))
+    }
+
+    fn sync_store(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        py.detach(|| {
+            let mut g = inner.lock().ok()?;
+            catch_unwind(AssertUnwindSafe(|| g.sync_store())).ok()
+        })
+        .ok_or_else(|| internal(py))?
+        .map_err(|e| store_err(py, &e))
+    }
+
+    fn store_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some((path, rep)) = &self.opened else {
+            return Ok(None);
+        };
+        let g = self.lock(py)?;
+        let d = PyDict::new(py);
+        d.set_item("path", path)?;
+        d.set_item("created", rep.created)?;
+        d.set_item("records_loaded", rep.records)?;
+        d.set_item("truncated_bytes", rep.truncated_bytes)?;
+        d.set_item("damage", rep.damage.map(|x| x.name()))?;
+        d.set_item("removed_compaction_file", rep.removed_compaction_file)?;
+        if let Some(st) = g.store() {
+            let s = st.stats();
+            d.set_item("records_written", s.records_written)?;
+            d.set_item("records_deleted", s.records_deleted)?;
+            d.set_item("compactions", s.compactions)?;
+            d.set_item("syncs", s.syncs)?;
+            d.set_item("bytes", st.len())?;
+            d.set_item("dead_bytes", st.dead_bytes())?;
+        }
+        Ok(Some(d))
     }
 
     fn peer_queue_bytes(&self, py: Python<'_>, peer: u64) -> PyResult<usize> {
@@ -302,6 +449,181 @@ impl PyPipeline {
     #[getter]
     fn threads(&self) -> usize {
         self.threads
+    }
+}
+
+impl PyPipeline {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<PyBackedBytes>>> {
+        self.inner.lock_py_attached(py).map_err(|_| internal(py))
+    }
+}
+
+/// Read-only access to a pipeline's graph (see `_core.pyi`).
+#[pyclass(name = "GraphReader", module = "lngossip._core", frozen)]
+struct PyGraph {
+    inner: Shared,
+}
+
+fn node_id(py: Python<'_>, b: &[u8]) -> PyResult<NodeId> {
+    b.try_into().map_err(|_| {
+        err(
+            py,
+            "ConfigError",
+            format!("node_id must be 33 bytes, got {}", b.len()),
+        )
+    })
+}
+
+fn opt_bytes<'py>(py: Python<'py>, m: Option<&[u8]>) -> Option<Bound<'py, PyBytes>> {
+    m.map(|m| PyBytes::new(py, m))
+}
+
+fn decode_cursor(py: Python<'_>, c: &[u8]) -> PyResult<Cursor> {
+    match c {
+        [] => Ok(Cursor::Start),
+        [b'N'] => Ok(Cursor::Nodes(None)),
+        [b'N', rest @ ..] => Ok(Cursor::Nodes(Some(node_id(py, rest)?))),
+        _ => match <[u8; 8]>::try_from(c) {
+            Ok(a) => Ok(Cursor::AfterChannel(u64::from_be_bytes(a))),
+            Err(_) => Err(err(py, "ConfigError", "not a graph cursor".into())),
+        },
+    }
+}
+
+fn encode_cursor(c: Cursor) -> Vec<u8> {
+    match c {
+        Cursor::Start => Vec::new(),
+        Cursor::AfterChannel(s) => s.to_be_bytes().to_vec(),
+        Cursor::Nodes(None) => vec![b'N'],
+        Cursor::Nodes(Some(id)) => {
+            let mut v = vec![b'N'];
+            v.extend_from_slice(&id);
+            v
+        }
+    }
+}
+
+#[pymethods]
+impl PyGraph {
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.graph().channel_count())
+    }
+
+    fn node_count(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.graph().node_count())
+    }
+
+    fn channel<'py>(
+        &self,
+        py: Python<'py>,
+        short_channel_id: u64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let p = self.lock(py)?;
+        let Some(c) = p.graph().channel(short_channel_id) else {
+            return Ok(None);
+        };
+        let ann = c.announcement.as_ref().map(|a| &*a.msg);
+        let [u0, u1] = &c.updates;
+        let t = (
+            opt_bytes(py, ann),
+            opt_bytes(py, u0.as_ref().map(|u| &*u.msg)),
+            opt_bytes(py, u1.as_ref().map(|u| &*u.msg)),
+        );
+        Ok(Some(t.into_pyobject(py)?))
+    }
+
+    fn node<'py>(&self, py: Python<'py>, node_id_: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let id = node_id(py, node_id_)?;
+        let p = self.lock(py)?;
+        let g = p.graph();
+        let Some(n) = g.node(&id) else {
+            return Ok(None);
+        };
+        let ann = opt_bytes(py, n.announcement.as_ref().map(|a| &*a.msg));
+        Ok(Some((ann, g.channels_of(&id)).into_pyobject(py)?))
+    }
+
+    #[pyo3(signature = (after = None, limit = 1024))]
+    fn short_channel_ids(
+        &self,
+        py: Python<'_>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> PyResult<Vec<u64>> {
+        Ok(self.lock(py)?.graph().short_channel_ids_after(after, limit))
+    }
+
+    #[pyo3(signature = (after = None, limit = 1024))]
+    fn node_ids<'py>(
+        &self,
+        py: Python<'py>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let after = after.map(|a| node_id(py, a)).transpose()?;
+        let ids = self.lock(py)?.graph().node_ids_after(after.as_ref(), limit);
+        Ok(ids.iter().map(|i| PyBytes::new(py, i)).collect())
+    }
+
+    #[pyo3(signature = (first_blocknum, number_of_blocks, after = None, limit = 8000))]
+    fn short_channel_ids_in_blocks(
+        &self,
+        py: Python<'_>,
+        first_blocknum: u32,
+        number_of_blocks: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> PyResult<Vec<u64>> {
+        Ok(self.lock(py)?.graph().short_channel_ids_in_blocks(
+            first_blocknum,
+            number_of_blocks,
+            after,
+            limit,
+        ))
+    }
+
+    #[pyo3(signature = (cursor, first_timestamp = 0, timestamp_range = u32::MAX, max_messages = 256))]
+    fn gossip_after<'py>(
+        &self,
+        py: Python<'py>,
+        cursor: &[u8],
+        first_timestamp: u32,
+        timestamp_range: u32,
+        max_messages: usize,
+    ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>)> {
+        let c = decode_cursor(py, cursor)?;
+        let p = self.lock(py)?;
+        let (msgs, next) =
+            p.graph()
+                .gossip_after(c, first_timestamp, timestamp_range, max_messages);
+        Ok((
+            msgs.iter().map(|m| PyBytes::new(py, m)).collect(),
+            next.map(|n| PyBytes::new(py, &encode_cursor(n))),
+        ))
+    }
+
+    fn messages_for<'py>(
+        &self,
+        py: Python<'py>,
+        short_channel_ids: Vec<u64>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let p = self.lock(py)?;
+        let msgs = p.graph().messages_for(&short_channel_ids);
+        Ok(msgs.iter().map(|m| PyBytes::new(py, m)).collect())
+    }
+
+    fn newest_timestamp(&self, py: Python<'_>) -> PyResult<Option<u32>> {
+        Ok(self.lock(py)?.graph().newest_timestamp())
+    }
+
+    fn message_bytes(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.graph().message_bytes())
+    }
+}
+
+impl PyGraph {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<PyBackedBytes>>> {
+        self.inner.lock_py_attached(py).map_err(|_| internal(py))
     }
 }
 
@@ -399,6 +721,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
     m.add_class::<PyAdmission>()?;
     m.add_class::<PyProcessResult>()?;
+    m.add_class::<PyGraph>()?;
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_time_bare_verify, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
