@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import time
@@ -16,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from lngossip.ingest import make_pipeline, peak_rss_bytes
+from lngossip import ingest
+from lngossip.graph import dump
+from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
 from lngossip.net import messages as wire
 from lngossip.net.node import Node, NodeConfig
-from lngossip.net.store import GraphStore
 from lngossip.transport import Keys, TransportError, connect
 from tests.conftest import needs_data, topology
 
@@ -31,14 +33,11 @@ def keys(label: str) -> Keys:
     return Keys(hashlib.sha256(label.encode()).digest())
 
 
-async def make_node(label: str, *, store: GraphStore | None = None, **cfg: Any) -> Node:
+async def make_node(label: str, *, serves: PipelineLike | None = None, **cfg: Any) -> Node:
+    """A listening node; ``serves``: a loaded pipeline (shared by serving nodes)."""
     pipeline_kw = cfg.pop("pipeline", {})
-    n = Node(
-        keys(label),
-        make_pipeline("rust", policy="archive", threads=2, **pipeline_kw),
-        store=store,
-        config=NodeConfig(**cfg),
-    )
+    pipeline = serves or make_pipeline("rust", policy="archive", threads=2, **pipeline_kw)
+    n = Node(keys(label), pipeline, config=NodeConfig(**cfg))
     n.addr = await n.listen("127.0.0.1", 0)  # type: ignore[attr-defined]
     return n
 
@@ -139,10 +138,17 @@ def test_unanswered_ping_closes_the_connection() -> None:
     run(body)
 
 
-def _store(msgs: list[bytes]) -> GraphStore:
-    s = GraphStore()
-    s.add_all(msgs)
-    return s
+@functools.cache
+def loaded(n: int) -> PipelineLike:
+    """A pipeline holding the first ``n`` topology messages, verified once
+    per test session and shared by the serving nodes (they only read it)."""
+    p = make_pipeline("rust", policy="archive")
+    ingest.run(p, ((0, m) for m in topology(n)))
+    return p
+
+
+def graph_messages(node: Node) -> set[bytes]:
+    return set(dump(node.pipeline.graph))
 
 
 @needs_data
@@ -150,7 +156,7 @@ def test_disconnect_mid_sync_still_accepts_and_writes_what_was_admitted() -> Non
     msgs = topology(169_748)  # more than the socket buffers hold
 
     async def body() -> None:
-        server = await make_node("srv", store=_store(msgs), sync=False)
+        server = await make_node("srv", serves=loaded(len(msgs)), sync=False)
         written: list[bytes] = []
         client = await make_node("cli", batch=128, pipeline={"max_queue_bytes": 300_000})
         client.on_accepted = written.extend
@@ -177,10 +183,8 @@ def test_disconnect_mid_sync_still_accepts_and_writes_what_was_admitted() -> Non
 
 @needs_data
 def test_close_under_load_meets_its_deadline_and_writes_what_was_accepted() -> None:
-    msgs = topology(SUBSET)
-
     async def body() -> None:
-        servers = [await make_node(f"s{i}", store=_store(msgs), sync=False) for i in range(2)]
+        servers = [await make_node(f"s{i}", serves=loaded(SUBSET), sync=False) for i in range(2)]
         written: list[bytes] = []
         client = await make_node("closer", batch=512)
         client.on_accepted = written.extend
@@ -208,7 +212,7 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
 
     async def body() -> None:
         rss0 = peak_rss_bytes()
-        honest = await make_node("honest", store=_store(honest_msgs), sync=False)
+        honest = await make_node("honest", serves=loaded(SUBSET // 2), sync=False)
         victim = await make_node(
             "victim",
             batch=256,
@@ -237,7 +241,7 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
         assert peer is not None
         # the honest peer gets all of its gossip in while the flood goes on
         await until(
-            lambda: victim.store.all_messages() >= set(honest_msgs), timeout=60, what="honest sync"
+            lambda: graph_messages(victim) >= set(honest_msgs), timeout=60, what="honest sync"
         )
         await until(lambda: victim.counters["bans"] >= 1, timeout=30, what="the flooder banned")
         await until(lambda: flooder_keys.node_id not in victim.peers, what="flooder dropped")
@@ -265,10 +269,10 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
 @needs_data
 def test_full_sync_from_four_serving_nodes_verifies_each_signature_once() -> None:
     msgs = topology(169_748)
-    store = _store(msgs)
+    served = loaded(len(msgs))
 
     async def body() -> None:
-        servers = [await make_node(f"full{i}", store=store, sync=False) for i in range(4)]
+        servers = [await make_node(f"full{i}", serves=served, sync=False) for i in range(4)]
         client = await make_node("fullclient")
         for s in servers:
             assert await client.connect(s.node_id, *s.addr) is not None  # type: ignore[attr-defined]
@@ -280,7 +284,7 @@ def test_full_sync_from_four_serving_nodes_verifies_each_signature_once() -> Non
         await client.drain()
         c = client.pipeline.counters()
         assert c["signatures_verified"] == 322_172
-        assert client.store.all_messages() == set(msgs)
+        assert graph_messages(client) == set(msgs)
         await client.close(5)
         for s in servers:
             await s.close(5)
@@ -295,12 +299,12 @@ def test_query_sync_fetches_each_channel_from_one_peer() -> None:
     msgs = topology(SUBSET)
 
     async def body() -> None:
-        store = _store(msgs)
-        servers = [await make_node(f"q{i}", store=store, sync=False) for i in range(3)]
+        served = loaded(SUBSET)
+        servers = [await make_node(f"q{i}", serves=served, sync=False) for i in range(3)]
         client = await make_node("qclient", sync_mode="query")
         for s in servers:
             assert await client.connect(s.node_id, *s.addr) is not None  # type: ignore[attr-defined]
-        await until(lambda: client.store.all_messages() == set(msgs), timeout=60, what="sync")
+        await until(lambda: graph_messages(client) == set(msgs), timeout=60, what="sync")
         await client.drain()
         assert client.counters["gossip_received"] == len(msgs)
         assert client.pipeline.counters()["decisions"]["channel_announcement"]["duplicate"] == 0

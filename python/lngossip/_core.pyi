@@ -1,17 +1,17 @@
 """Type stubs and documentation of the Rust extension ``lngossip._core``."""
 
 import os
-from typing import TypedDict, final
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
 
+from lngossip.types import Counters, StoreReport
 from lngossip.wire import Decision, Outcome, Policy
 
 __version__: str
 __all__ = [
     "Admission",
-    "Counters",
     "GraphReader",
     "Pipeline",
     "ProcessResult",
@@ -60,47 +60,6 @@ class ProcessResult:
     @property
     def signatures_verified(self) -> int:
         """ECDSA verifications run by this call."""
-
-class Counters(TypedDict):
-    """What :meth:`Pipeline.counters` returns."""
-
-    decisions: dict[str, dict[str, int]]
-    """Per message kind (``channel_announcement``, ``node_announcement``,
-    ``channel_update``, ``unknown``), per final decision."""
-    malformed_reasons: dict[str, int]
-    signatures_verified: int
-    queue_full: int
-    """Times a message was handed back."""
-    orphans_evicted: int
-    orphans_released: int
-    queued: int
-    queue_bytes: int
-    queue_high_water_bytes: int
-    orphans: int
-    seen_entries: int
-    channels: int
-    """Visible channels of the graph."""
-    nodes: int
-    """Visible nodes of the graph."""
-
-class StoreReport(TypedDict):
-    """What :meth:`Pipeline.store_report` returns (sizes in bytes)."""
-
-    path: str
-    created: bool
-    records_loaded: int
-    """Intact records read at open (deleted ones included)."""
-    truncated_bytes: int
-    """Bytes of a torn or corrupt tail dropped at open."""
-    damage: str | None
-    """``torn_header``, ``torn_record``, ``incomplete`` or ``bad_crc``."""
-    removed_compaction_file: bool
-    records_written: int
-    records_deleted: int
-    compactions: int
-    syncs: int
-    bytes: int
-    dead_bytes: int
 
 @final
 class GraphReader:

@@ -23,6 +23,7 @@ from typing import Any
 import secp256k1
 
 from lngossip.errors import ConfigError, MalformedMessage
+from lngossip.types import Counters
 from lngossip.wire import (
     CHANNEL_ANNOUNCEMENT,
     CHANNEL_UPDATE,
@@ -290,7 +291,7 @@ class Graph:
     def short_channel_ids(self, after: int | None = None, limit: int = 1024) -> list[int]:
         keys = self._scids()
         i = 0 if after is None else bisect.bisect_right(keys, after)
-        out = []
+        out: list[int] = []
         for s in itertools.islice(keys, i, None):
             if len(out) >= limit:
                 break
@@ -301,7 +302,7 @@ class Graph:
     def node_ids(self, after: bytes | None = None, limit: int = 1024) -> list[bytes]:
         keys = self._node_ids()
         i = 0 if after is None else bisect.bisect_right(keys, after)
-        out = []
+        out: list[bytes] = []
         for k in itertools.islice(keys, i, None):
             if len(out) >= limit:
                 break
@@ -316,15 +317,15 @@ class Graph:
         after: int | None = None,
         limit: int = 8000,
     ) -> list[int]:
+        if number_of_blocks == 0 or first_blocknum >= 1 << 24:
+            return []
         start = first_blocknum << 40
         end = min(first_blocknum + number_of_blocks, 1 << 24) << 40
-        if end <= start:
-            return []
         keys = self._scids()
         i = bisect.bisect_left(keys, start)
         if after is not None and after >= start:
             i = bisect.bisect_right(keys, after)
-        out = []
+        out: list[int] = []
         for s in itertools.islice(keys, i, None):
             if s >= end or len(out) >= limit:
                 break
@@ -685,6 +686,7 @@ class Pipeline:
             if g.timestamp + LIVE_MAX_BEHIND_S < now:
                 return self._reject(seq, kind, "too_old")
         if g.type == CHANNEL_ANNOUNCEMENT:
+            assert g.short_channel_id is not None
             if self._graph.has_channel(g.short_channel_id):
                 return self._reject(seq, kind, "duplicate")
         elif g.type == CHANNEL_UPDATE:
@@ -833,7 +835,9 @@ class Pipeline:
                     p.orphan = True
                     self._forget_evicted(self._orphans.insert(g.short_channel_id, p))
                     continue
-                if self._graph.update_is_stale(g.short_channel_id, g.channel_flags & 1, g.timestamp):
+                if self._graph.update_is_stale(
+                    g.short_channel_id, g.channel_flags & 1, g.timestamp
+                ):
                     pre = "stale"
             else:
                 if self._live and not self._graph.node_has_channel(g.keys[0]):
@@ -877,7 +881,7 @@ class Pipeline:
         return ProcessResult(out, accepted, self._signatures_verified - before)
 
     # -- introspection ----------------------------------------------------
-    def counters(self) -> dict[str, Any]:
+    def counters(self) -> Counters:
         """Counters in the same shape as the Rust engine's ``counters()``."""
         return {
             "decisions": {k: dict(v) for k, v in self._decisions.items()},

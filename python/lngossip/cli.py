@@ -87,6 +87,8 @@ def _drive(
     kwargs: dict[str, Any] = {"policy": args.policy}
     if args.threads is not None:
         kwargs["threads"] = args.threads
+    if getattr(args, "store", None):
+        kwargs["store"] = args.store
     pipeline: PipelineLike = make_pipeline(args.engine, **kwargs)
     if stream is None:
         assert messages is not None
@@ -225,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="ingest gossip files (GSP, gossip_store, hex)")
     ingest.add_argument("files", nargs="+", metavar="FILE")
     ingest.add_argument("--format", choices=readers.FORMATS, default="auto")
+    ingest.add_argument(
+        "--store",
+        metavar="PATH",
+        help="durable graph (Core Lightning gossip_store format): opened, rebuilt "
+        "without verifying, and appended with what is accepted",
+    )
     common(ingest, 1)
     ingest.set_defaults(func=cmd_ingest)
 
@@ -238,12 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lngossip import netcli
 
-    serve = sub.add_parser("serve", help="serve the accepted contents of gossip files")
+    serve = sub.add_parser("serve", help="serve a graph (store and gossip files) to peers")
     serve.add_argument("--listen", required=True, metavar="HOST:PORT")
-    serve.add_argument("--gossip", nargs="+", required=True, metavar="FILE")
+    serve.add_argument("--gossip", nargs="*", default=[], metavar="FILE")
+    serve.add_argument(
+        "--store",
+        metavar="PATH",
+        help="durable graph (Core Lightning gossip_store format), opened without "
+        "re-verifying and appended with what files and peers add",
+    )
     serve.add_argument("--key-file", help="node key (hex secret); created if missing")
     serve.add_argument("--format", choices=readers.FORMATS, default="auto")
     serve.add_argument("--engine", choices=ENGINES, default="rust")
+    serve.add_argument(
+        "--policy",
+        choices=("archive", "live"),
+        default="archive",
+        help="rules for peers' gossip once the files are loaded (files always load as "
+        "archive); live also prunes channels without an update for two weeks, daily",
+    )
+    serve.add_argument("--threads", type=int, help="verification threads (default: all cores)")
     serve.set_defaults(func=netcli.cmd_serve, peers=1, batch=1)
 
     sync = sub.add_parser("sync", help="sync gossip from peers (NODE_ID@HOST:PORT)")
@@ -260,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sync by channel-range queries, each channel from one peer "
         "(default: gossip_timestamp_filter, every peer sends everything)",
+    )
+    sync.add_argument(
+        "--store",
+        metavar="PATH",
+        help="durable graph: opened first; peers are then asked only for gossip "
+        "newer than the newest stored timestamp less --since-margin",
+    )
+    sync.add_argument(
+        "--since-margin",
+        type=int,
+        default=2 * 3600,
+        metavar="S",
+        help="seconds before the newest stored timestamp to ask from (default 7200)",
     )
     common(sync, 1)
     sync.set_defaults(func=netcli.cmd_sync, policy="live")

@@ -31,9 +31,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lngossip.wire import MIN_LEN, NODE_ANNOUNCEMENT, SIGNED_FROM, CHANNEL_ANNOUNCEMENT
+from lngossip.wire import CHANNEL_ANNOUNCEMENT, MIN_LEN, NODE_ANNOUNCEMENT, SIGNED_FROM
 
-__all__ = ["Address", "Channel", "ChannelUpdate", "Graph", "GraphReader", "Node"]
+__all__ = ["Address", "Channel", "ChannelUpdate", "Graph", "GraphReader", "Node", "dump"]
 
 #: Items read per locked call while iterating.
 PAGE = 1024
@@ -292,3 +292,15 @@ class Graph:
                 if node is not None:
                     yield node
             after = page[-1]
+
+
+def dump(
+    reader: GraphReader, first_timestamp: int = 0, timestamp_range: int = 0xFFFFFFFF
+) -> Iterator[bytes]:
+    """Every message a ``gossip_timestamp_filter`` of ``[first_timestamp,
+    first_timestamp + timestamp_range)`` would be answered with, in BOLT #7
+    order, read through the cursor a page at a time."""
+    cursor: bytes | None = b""
+    while cursor is not None:
+        page, cursor = reader.gossip_after(cursor, first_timestamp, timestamp_range, PAGE)
+        yield from page

@@ -24,7 +24,6 @@ from lngossip.errors import ConfigError
 from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_from, run
 from lngossip.net import messages as wire
 from lngossip.net.node import Node, NodeConfig
-from lngossip.net.store import GraphStore
 from lngossip.transport import Keys, TransportError, accept
 from lngossip.wire import MAINNET_CHAIN_HASH
 
@@ -77,11 +76,39 @@ async def _until_stopped(stop: asyncio.Event) -> None:
     await stop.wait()
 
 
+def _pipeline_kwargs(args: argparse.Namespace, policy: str) -> dict[str, Any]:
+    kw: dict[str, Any] = {"policy": policy}
+    if getattr(args, "threads", None) is not None:
+        kw["threads"] = args.threads
+    if getattr(args, "store", None):
+        kw["store"] = args.store
+    return kw
+
+
+def store_summary(pipeline: PipelineLike) -> str | None:
+    """One line on what opening the store found, or None without a store."""
+    rep = pipeline.store_report()
+    if rep is None:
+        return None
+    line = (
+        f"store {rep['path']}: {'created' if rep['created'] else 'opened'}, "
+        f"{rep['records_loaded']:,} records"
+    )
+    if rep["truncated_bytes"]:
+        line += f", damaged tail ({rep['damage']}) of {rep['truncated_bytes']:,} bytes dropped"
+    return line
+
+
 async def _serve(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     keys = _load_keys(args.key_file)
-    store = GraphStore()
-    pipeline = make_pipeline(args.engine, policy="archive")
+    t0 = time.perf_counter()
+    # one pipeline for the files and the peers: the same graph, the same rules
+    pipeline = make_pipeline(args.engine, **_pipeline_kwargs(args, "archive"))
+    if (line := store_summary(pipeline)) is not None:
+        err.print(
+            f"serve: {line}, {len(pipeline.graph):,} channels in {time.perf_counter() - t0:.2f} s"
+        )
     files: list[readers.ReadReport] = []
 
     def messages() -> Any:
@@ -90,17 +117,17 @@ async def _serve(args: argparse.Namespace) -> int:
             files.append(rep)
             yield from readers.iter_messages(path, rep, fmt=args.format)
 
-    stream = ((0, m) for m in messages())
-    report = await asyncio.to_thread(
-        run, pipeline, stream, engine=args.engine, on_accepted=store.add_all, overlap=True
-    )
-    err.print(
-        f"serve: {len(store):,} accepted messages ({store.channel_count:,} channels) "
-        f"from {len(files)} file(s) in {report.elapsed_s:.1f} s"
-    )
-    node = Node(
-        keys, make_pipeline(args.engine, policy="live"), store=store, config=NodeConfig(sync=False)
-    )
+    if args.gossip:
+        stream = ((0, m) for m in messages())
+        report = await asyncio.to_thread(run, pipeline, stream, engine=args.engine, overlap=True)
+        acc = sum(v["accepted"] for v in report.decisions.values())
+        err.print(
+            f"serve: {acc:,} accepted messages from {len(files)} file(s) in "
+            f"{report.elapsed_s:.1f} s; graph {len(pipeline.graph):,} channels, "
+            f"{pipeline.graph.node_count():,} nodes"
+        )
+    pipeline.set_policy(args.policy)
+    node = Node(keys, pipeline, config=NodeConfig(sync=False))
     host, port = await node.listen(*parse_listen(args.listen))
     print(f"{node.node_id.hex()}@{host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -110,7 +137,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """``lngossip serve``: serve the accepted contents of gossip files."""
+    """``lngossip serve``: serve the graph of a store and of gossip files."""
     return asyncio.run(_serve(args))
 
 
@@ -124,17 +151,32 @@ async def sync_from(
     query: bool = False,
     show: Console | None = None,
     threads: int | None = None,
+    store: str | None = None,
+    since_margin: int = 2 * 3600,
 ) -> tuple[IngestReport, Node]:
     """Connect to ``peers``, sync until no gossip came for ``until_idle``
-    seconds and every admitted message is decided, close, and report."""
+    seconds and every admitted message is decided, close, and report.
+
+    With ``store`` (a path), the graph is opened from it first and the
+    peers are asked only for gossip from ``since_margin`` seconds before
+    the newest stored timestamp on (``gossip_timestamp_filter``); in query
+    mode, channels the store has are not fetched again."""
     kw: dict[str, Any] = {"policy": policy}
     if threads is not None:
         kw["threads"] = threads
+    if store is not None:
+        kw["store"] = store
     pipeline: PipelineLike = make_pipeline(engine, **kw)
+    newest = pipeline.graph.newest_timestamp()
+    first_timestamp = max(newest - since_margin, 0) if newest is not None else 0
+    if show is not None and (line := store_summary(pipeline)) is not None:
+        show.print(f"sync: {line}; asking for gossip from timestamp {first_timestamp}")
     node = Node(
         Keys(),
         pipeline,
-        config=NodeConfig(sync_mode="query" if query else "filter"),
+        config=NodeConfig(
+            sync_mode="query" if query else "filter", first_timestamp=first_timestamp
+        ),
         on_accepted=on_accepted,
     )
     t0 = time.monotonic()
@@ -201,6 +243,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 query=args.query,
                 show=show,
                 threads=args.threads,
+                store=args.store,
+                since_margin=args.since_margin,
             )
             if writer is not None:
                 report.accepted_written = writer.messages
@@ -247,10 +291,11 @@ async def demo_tcp(args: argparse.Namespace) -> IngestReport:
     from lngossip import gen
 
     graph = gen.synthetic_graph(args.channels, max(args.channels // 5, 10))
-    store = GraphStore()
-    store.add_all(graph.messages())
+    # the serving nodes share one pipeline holding the verified graph
+    served = make_pipeline(args.engine, policy="archive")
+    await asyncio.to_thread(run, served, ((0, m) for m in graph.messages()), engine=args.engine)
     bad = [m for p, m in gen.demo_stream(graph, peers=args.peers) if p == args.peers]
-    servers = [Node(Keys(), store=store, config=NodeConfig(sync=False)) for _ in range(args.peers)]
+    servers = [Node(Keys(), served, config=NodeConfig(sync=False)) for _ in range(args.peers)]
     addrs = [await s.listen("127.0.0.1", 0) for s in servers]
     peers = [(s.node_id, h, p) for s, (h, p) in zip(servers, addrs, strict=True)]
     bad_keys, ready = Keys(), asyncio.Event()

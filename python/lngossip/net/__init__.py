@@ -1,4 +1,3 @@
 """The asyncio peer layer: BOLT #1 / BOLT #7 messages on the wire
-(:mod:`lngossip.net.messages`), the accepted-graph store that answers
-queries (:mod:`lngossip.net.store`), and the node with its connection
-lifecycle (:mod:`lngossip.net.node`)."""
+(:mod:`lngossip.net.messages`) and the node with its connection lifecycle
+(:mod:`lngossip.net.node`), which serves its pipeline's graph."""

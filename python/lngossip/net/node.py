@@ -20,6 +20,12 @@ The lifecycle rules each answer a production incident (DESIGN.md):
 * :meth:`Node.close` stops accepting, closes peers, drains the pipeline up
   to its deadline, flushes output, cancels what is left and returns within
   the deadline with no task and no timer left (lnd #8912).
+
+What the node serves is the pipeline's own graph (``pipeline.graph``): the
+files it loaded and what its peers sent obey the same rules, so a peer's
+announcement for a channel the node already has is a ``duplicate`` whatever
+its signatures. Dumps are read from the graph a page at a time (a cursor),
+never copied whole.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ from typing import Any
 from lngossip.errors import GossipError, MalformedMessage
 from lngossip.ingest import PipelineLike, make_pipeline
 from lngossip.net import messages as wire
-from lngossip.net.store import GraphStore
 from lngossip.transport import Connection, Keys, TransportError, accept, connect
 from lngossip.wire import MAINNET_CHAIN_HASH
 
@@ -81,6 +86,11 @@ class NodeConfig:
     reconnect_max: float = 60.0
     #: Answer pings (tests turn this off to simulate a dead peer).
     answer_pings: bool = True
+    #: Seconds between BOLT #7 prunes of the graph (channels without an
+    #: update for two weeks) under the live policy; 0 turns pruning off.
+    prune_interval: float = 24 * 3600.0
+    #: Messages read from the graph per page of a dump.
+    dump_page: int = 256
 
 
 @dataclass
@@ -126,10 +136,8 @@ class Node:
 
     Args:
         keys: the node's identity (``Keys().node_id`` is its 33-byte ``node_id``).
-        pipeline: the engine messages go to (default: a Rust ``Pipeline`` with
-            the live policy).
-        store: accepted messages served to peers (default: a new one; every
-            message the pipeline accepts is added).
+        pipeline: the engine messages go to, whose graph the node serves
+            (default: a Rust ``Pipeline`` with the live policy).
         config: timers and limits.
         on_accepted: called with each batch of accepted messages (e.g. a writer).
     """
@@ -139,14 +147,12 @@ class Node:
         keys: Keys,
         pipeline: PipelineLike | None = None,
         *,
-        store: GraphStore | None = None,
         config: NodeConfig | None = None,
         on_accepted: Callable[[list[bytes]], object] | None = None,
     ) -> None:
         self.keys = keys
         self.config = config or NodeConfig()
         self.pipeline = pipeline if pipeline is not None else make_pipeline("rust", policy="live")
-        self.store = store if store is not None else GraphStore()
         self.on_accepted = on_accepted
         self.counters: Counter[str] = Counter()
         self._generation = itertools.count(1)
@@ -160,6 +166,7 @@ class Node:
         self._work = asyncio.Event()
         self._room = asyncio.Condition()
         self._processing: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         self._closing = False
         self._busy_processing = False
         self._requested_scids: set[int] = set()
@@ -214,6 +221,21 @@ class Node:
             self._processing = asyncio.get_running_loop().create_task(
                 self._process_loop(), name="lngossip-process"
             )
+        if self._maintenance is None and self.config.prune_interval > 0:
+            self._maintenance = self._spawn(self._prune_loop(), "lngossip-prune")
+
+    async def _prune_loop(self) -> None:
+        """Prune the graph every ``prune_interval`` seconds under the live
+        policy (BOLT #7: channels without an update for two weeks)."""
+        while True:
+            await asyncio.sleep(self.config.prune_interval)
+            if self.pipeline.policy != "live":
+                continue
+            channels, nodes = await asyncio.to_thread(self.pipeline.prune)
+            self.counters["pruned_channels"] += channels
+            self.counters["pruned_nodes"] += nodes
+            if channels or nodes:
+                log.info("pruned %d channels and %d node announcements", channels, nodes)
 
     async def listen(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Accept BOLT #8 connections on ``host:port``; returns the bound address.
@@ -471,18 +493,20 @@ class Node:
             elif t == wire.GOSSIP_TIMESTAMP_FILTER:
                 f = wire.GossipTimestampFilter.decode(msg)
                 if f.chain_hash == ch:
-                    tg.create_task(
-                        self._send_all(
-                            peer, self.store.messages(f.first_timestamp, f.timestamp_range)
-                        )
-                    )
+                    tg.create_task(self._send_gossip(peer, f.first_timestamp, f.timestamp_range))
             elif t == wire.QUERY_CHANNEL_RANGE:
                 q = wire.QueryChannelRange.decode(msg)
                 tg.create_task(self._reply_channel_range(peer, q))
             elif t == wire.REPLY_CHANNEL_RANGE:
                 r = wire.ReplyChannelRange.decode(msg)
-                # each channel is fetched from the first peer that lists it
-                new = [s for s in r.short_channel_ids if s not in self._requested_scids]
+                # each channel is fetched from the first peer that lists it,
+                # and not at all when the graph has it (a restarted node)
+                graph = self.pipeline.graph
+                new = [
+                    s
+                    for s in r.short_channel_ids
+                    if s not in self._requested_scids and graph.channel(s) is None
+                ]
                 self._requested_scids.update(new)
                 step = wire.MAX_SCIDS_PER_MESSAGE
                 peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
@@ -521,30 +545,46 @@ class Node:
         if a.decision == "queued":
             self._work.set()
 
-    async def _send_all(self, peer: Peer, msgs: Any) -> None:
-        n = 0
-        for m in msgs:
-            await peer.conn.send(m)
-            n += 1
-        self.counters["gossip_sent"] += n
+    async def _send_gossip(self, peer: Peer, first_timestamp: int, timestamp_range: int) -> None:
+        """Answer a ``gossip_timestamp_filter``: walk the graph with a cursor,
+        one page at a time, sending each page before reading the next (the
+        send waits while the peer does not read)."""
+        graph = self.pipeline.graph
+        cursor: bytes | None = b""
+        page_size = self.config.dump_page
+        while cursor is not None:
+            page, cursor = graph.gossip_after(cursor, first_timestamp, timestamp_range, page_size)
+            for m in page:
+                await peer.conn.send(m)
+            self.counters["gossip_sent"] += len(page)
 
     async def _reply_channel_range(self, peer: Peer, q: wire.QueryChannelRange) -> None:
-        scids = self.store.short_channel_ids(q.first_blocknum, q.number_of_blocks)
+        """Answer ``query_channel_range`` in replies of at most
+        ``MAX_SCIDS_PER_MESSAGE`` ids, read from the graph one reply at a time;
+        the replies cover the queried blocks without gaps (BOLT #7)."""
+        graph = self.pipeline.graph
         step = wire.MAX_SCIDS_PER_MESSAGE
-        chunks = [scids[i : i + step] for i in range(0, len(scids), step)] or [[]]
-        end = q.first_blocknum + q.number_of_blocks
+        end = min(q.first_blocknum + q.number_of_blocks, 0xFFFFFFFF)
         first = q.first_blocknum
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            upto = end if last else (chunk[-1] >> 40) + 1
-            upto = min(upto, 0xFFFFFFFF)
+        after: int | None = None
+        while True:
+            chunk = graph.short_channel_ids_in_blocks(
+                q.first_blocknum, q.number_of_blocks, after, step + 1
+            )
+            last = len(chunk) <= step
+            chunk = chunk[:step]
+            upto = end if last else min((chunk[-1] >> 40) + 1, end)
             reply = wire.ReplyChannelRange(q.chain_hash, first, max(upto - first, 1), 1, chunk)
             await peer.conn.send(reply.encode())
-            first = upto
+            if last:
+                return
+            first, after = upto, chunk[-1]
 
     async def _reply_short_channel_ids(self, peer: Peer, q: wire.QueryShortChannelIds) -> None:
-        for m in self.store.for_short_channel_ids(q.short_channel_ids):
+        msgs = self.pipeline.graph.messages_for(q.short_channel_ids)
+        for m in msgs:
             await peer.conn.send(m)
+        self.counters["gossip_sent"] += len(msgs)
         await peer.conn.send(wire.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
 
     # -- the pipeline's own loop ----------------------------------------------
@@ -574,8 +614,6 @@ class Node:
             if decision == "invalid_signature":
                 bad[pid] += 1
         self.last_processed_at = time.monotonic()
-        for m in res.accepted:
-            self.store.add(m)
         if self.on_accepted is not None and res.accepted:
             self.on_accepted(res.accepted)
         async with self._room:
@@ -649,6 +687,10 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, deadline - loop.time())):
                     await self._server.wait_closed()
+        try:
+            self.pipeline.sync_store()  # what was accepted is on disk before close returns
+        except GossipError:
+            log.exception("syncing the store failed")
         return CloseReport(drained, self.pipeline.queued, loop.time() - t0)
 
 

@@ -393,17 +393,25 @@ impl Graph {
         after: Option<u64>,
         limit: usize,
     ) -> Vec<u64> {
-        let start = u64::from(first_blocknum) << 40;
-        let end = (u64::from(first_blocknum) + u64::from(number_of_blocks)).min(1 << 24) << 40;
+        // block numbers are 24 bits in a short_channel_id: a range past
+        // block 2^24 - 1 runs to the end
+        let start_block = u64::from(first_blocknum);
+        let end_block = start_block + u64::from(number_of_blocks);
+        if number_of_blocks == 0 || start_block >= 1 << 24 {
+            return Vec::new();
+        }
+        let start = start_block << 40;
+        let hi = if end_block >= 1 << 24 {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end_block << 40)
+        };
         let lo = match after {
             Some(a) if a >= start => Bound::Excluded(a),
             _ => Bound::Included(start),
         };
-        if end <= start {
-            return Vec::new();
-        }
         self.channels
-            .range((lo, Bound::Excluded(end)))
+            .range((lo, hi))
             .filter(|(_, c)| c.announcement.is_some())
             .map(|(s, _)| *s)
             .take(limit)

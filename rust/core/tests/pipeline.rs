@@ -528,3 +528,31 @@ fn prune_removes_channels_with_old_updates_and_their_records() {
     p.open_store(&path).unwrap();
     assert_eq!(p.graph().channel_count(), 1);
 }
+
+#[test]
+fn block_ranges_reach_the_last_block_without_overflow() {
+    let k = Keys::new();
+    let mut p = pipeline();
+    let top = ((1u64 << 24) - 1) << 40;
+    for m in [k.announcement(1 << 40, 1, 2), k.announcement(top, 2, 3)] {
+        p.submit(0, m);
+    }
+    p.process(10);
+    let g = p.graph();
+    assert_eq!(
+        g.short_channel_ids_in_blocks(0, u32::MAX, None, 10),
+        vec![1 << 40, top]
+    );
+    assert_eq!(
+        g.short_channel_ids_in_blocks(2, u32::MAX, None, 10),
+        vec![top]
+    );
+    assert_eq!(
+        g.short_channel_ids_in_blocks(0, u32::MAX, Some(1 << 40), 10),
+        vec![top]
+    );
+    assert!(g.short_channel_ids_in_blocks(0, 0, None, 10).is_empty());
+    assert!(g
+        .short_channel_ids_in_blocks(u32::MAX, u32::MAX, None, 10)
+        .is_empty());
+}

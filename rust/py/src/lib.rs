@@ -464,7 +464,7 @@ struct PyGraph {
     inner: Shared,
 }
 
-fn node_id(py: Python<'_>, b: &[u8]) -> PyResult<NodeId> {
+fn to_node_id(py: Python<'_>, b: &[u8]) -> PyResult<NodeId> {
     b.try_into().map_err(|_| {
         err(
             py,
@@ -482,7 +482,7 @@ fn decode_cursor(py: Python<'_>, c: &[u8]) -> PyResult<Cursor> {
     match c {
         [] => Ok(Cursor::Start),
         [b'N'] => Ok(Cursor::Nodes(None)),
-        [b'N', rest @ ..] => Ok(Cursor::Nodes(Some(node_id(py, rest)?))),
+        [b'N', rest @ ..] => Ok(Cursor::Nodes(Some(to_node_id(py, rest)?))),
         _ => match <[u8; 8]>::try_from(c) {
             Ok(a) => Ok(Cursor::AfterChannel(u64::from_be_bytes(a))),
             Err(_) => Err(err(py, "ConfigError", "not a graph cursor".into())),
@@ -506,11 +506,11 @@ fn encode_cursor(c: Cursor) -> Vec<u8> {
 #[pymethods]
 impl PyGraph {
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.graph().channel_count())
+        self.read(py, |g| g.channel_count())
     }
 
     fn node_count(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.graph().node_count())
+        self.read(py, |g| g.node_count())
     }
 
     fn channel<'py>(
@@ -518,29 +518,28 @@ impl PyGraph {
         py: Python<'py>,
         short_channel_id: u64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let p = self.lock(py)?;
-        let Some(c) = p.graph().channel(short_channel_id) else {
-            return Ok(None);
-        };
-        let ann = c.announcement.as_ref().map(|a| &*a.msg);
-        let [u0, u1] = &c.updates;
-        let t = (
-            opt_bytes(py, ann),
-            opt_bytes(py, u0.as_ref().map(|u| &*u.msg)),
-            opt_bytes(py, u1.as_ref().map(|u| &*u.msg)),
-        );
-        Ok(Some(t.into_pyobject(py)?))
+        self.read(py, |g| {
+            let c = g.channel(short_channel_id)?;
+            let [u0, u1] = &c.updates;
+            Some((
+                opt_bytes(py, c.announcement.as_ref().map(|a| &*a.msg)),
+                opt_bytes(py, u0.as_ref().map(|u| &*u.msg)),
+                opt_bytes(py, u1.as_ref().map(|u| &*u.msg)),
+            ))
+        })?
+        .map(|t| t.into_pyobject(py))
+        .transpose()
     }
 
-    fn node<'py>(&self, py: Python<'py>, node_id_: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let id = node_id(py, node_id_)?;
-        let p = self.lock(py)?;
-        let g = p.graph();
-        let Some(n) = g.node(&id) else {
-            return Ok(None);
-        };
-        let ann = opt_bytes(py, n.announcement.as_ref().map(|a| &*a.msg));
-        Ok(Some((ann, g.channels_of(&id)).into_pyobject(py)?))
+    fn node<'py>(&self, py: Python<'py>, node_id: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let id = to_node_id(py, node_id)?;
+        self.read(py, |g| {
+            let n = g.node(&id)?;
+            let ann = opt_bytes(py, n.announcement.as_ref().map(|a| &*a.msg));
+            Some((ann, g.channels_of(&id)))
+        })?
+        .map(|t| t.into_pyobject(py))
+        .transpose()
     }
 
     #[pyo3(signature = (after = None, limit = 1024))]
@@ -550,7 +549,7 @@ impl PyGraph {
         after: Option<u64>,
         limit: usize,
     ) -> PyResult<Vec<u64>> {
-        Ok(self.lock(py)?.graph().short_channel_ids_after(after, limit))
+        self.read(py, |g| g.short_channel_ids_after(after, limit))
     }
 
     #[pyo3(signature = (after = None, limit = 1024))]
@@ -560,9 +559,13 @@ impl PyGraph {
         after: Option<&[u8]>,
         limit: usize,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let after = after.map(|a| node_id(py, a)).transpose()?;
-        let ids = self.lock(py)?.graph().node_ids_after(after.as_ref(), limit);
-        Ok(ids.iter().map(|i| PyBytes::new(py, i)).collect())
+        let after = after.map(|a| to_node_id(py, a)).transpose()?;
+        self.read(py, |g| {
+            g.node_ids_after(after.as_ref(), limit)
+                .iter()
+                .map(|i| PyBytes::new(py, i))
+                .collect()
+        })
     }
 
     #[pyo3(signature = (first_blocknum, number_of_blocks, after = None, limit = 8000))]
@@ -574,15 +577,12 @@ impl PyGraph {
         after: Option<u64>,
         limit: usize,
     ) -> PyResult<Vec<u64>> {
-        Ok(self.lock(py)?.graph().short_channel_ids_in_blocks(
-            first_blocknum,
-            number_of_blocks,
-            after,
-            limit,
-        ))
+        self.read(py, |g| {
+            g.short_channel_ids_in_blocks(first_blocknum, number_of_blocks, after, limit)
+        })
     }
 
-    #[pyo3(signature = (cursor, first_timestamp = 0, timestamp_range = u32::MAX, max_messages = 256))]
+    #[pyo3(signature = (cursor, first_timestamp = 0, timestamp_range = 4294967295, max_messages = 256))]
     fn gossip_after<'py>(
         &self,
         py: Python<'py>,
@@ -592,14 +592,13 @@ impl PyGraph {
         max_messages: usize,
     ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>)> {
         let c = decode_cursor(py, cursor)?;
-        let p = self.lock(py)?;
-        let (msgs, next) =
-            p.graph()
-                .gossip_after(c, first_timestamp, timestamp_range, max_messages);
-        Ok((
-            msgs.iter().map(|m| PyBytes::new(py, m)).collect(),
-            next.map(|n| PyBytes::new(py, &encode_cursor(n))),
-        ))
+        self.read(py, |g| {
+            let (msgs, next) = g.gossip_after(c, first_timestamp, timestamp_range, max_messages);
+            (
+                msgs.iter().map(|m| PyBytes::new(py, m)).collect(),
+                next.map(|n| PyBytes::new(py, &encode_cursor(n))),
+            )
+        })
     }
 
     fn messages_for<'py>(
@@ -607,23 +606,37 @@ impl PyGraph {
         py: Python<'py>,
         short_channel_ids: Vec<u64>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let p = self.lock(py)?;
-        let msgs = p.graph().messages_for(&short_channel_ids);
-        Ok(msgs.iter().map(|m| PyBytes::new(py, m)).collect())
+        self.read(py, |g| {
+            g.messages_for(&short_channel_ids)
+                .iter()
+                .map(|m| PyBytes::new(py, m))
+                .collect()
+        })
     }
 
     fn newest_timestamp(&self, py: Python<'_>) -> PyResult<Option<u32>> {
-        Ok(self.lock(py)?.graph().newest_timestamp())
+        self.read(py, |g| g.newest_timestamp())
     }
 
     fn message_bytes(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.graph().message_bytes())
+        self.read(py, |g| g.message_bytes())
     }
 }
 
 impl PyGraph {
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<PyBackedBytes>>> {
         self.inner.lock_py_attached(py).map_err(|_| internal(py))
+    }
+
+    /// Run a read of the graph; a panic becomes `InternalError`, never a
+    /// `PanicException`.
+    fn read<T>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&lngossip_core::graph::Graph) -> T,
+    ) -> PyResult<T> {
+        let p = self.lock(py)?;
+        catch_unwind(AssertUnwindSafe(|| f(p.graph()))).map_err(|_| internal(py))
     }
 }
 
