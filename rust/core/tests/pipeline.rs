@@ -442,10 +442,7 @@ fn store_truncates_a_torn_tail_and_keeps_everything_before_it() {
         assert_eq!(rep.records, 5, "cut at {cut}");
         assert!(rep.truncated_bytes > 0 && rep.damage.is_some());
         assert_eq!(p.graph().channel_count(), 2);
-        assert_eq!(
-            p.graph().node(&k.public(2)).unwrap().announcement.is_none(),
-            true
-        );
+        assert!(p.graph().node(&k.public(2)).unwrap().announcement.is_none());
         drop(p);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len() as usize,
@@ -494,7 +491,6 @@ fn prune_removes_channels_with_old_updates_and_their_records() {
         ..Config::for_policy(Policy::Live)
     });
     p.open_store(&path).unwrap();
-    let old = (now - 15 * 24 * 3600) as u32;
     let fresh = (now - 3600) as u32;
     let mut msgs = vec![
         k.announcement(1 << 40, 1, 2),
