@@ -458,6 +458,9 @@ impl PyPipeline {
     }
 }
 
+/// A page of messages and the cursor after it.
+type Page<'py> = (Vec<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>);
+
 /// Read-only access to a pipeline's graph (see `_core.pyi`).
 #[pyclass(name = "GraphReader", module = "lngossip._core", frozen)]
 struct PyGraph {
@@ -590,7 +593,7 @@ impl PyGraph {
         first_timestamp: u32,
         timestamp_range: u32,
         max_messages: usize,
-    ) -> PyResult<(Vec<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>)> {
+    ) -> PyResult<Page<'py>> {
         let c = decode_cursor(py, cursor)?;
         self.read(py, |g| {
             let (msgs, next) = g.gossip_after(c, first_timestamp, timestamp_range, max_messages);
