@@ -516,7 +516,6 @@ fn prune_removes_channels_with_old_updates_and_their_records() {
     assert!(p.graph().channel(2 << 40).is_none());
     assert!(p.graph().node(&k.public(3)).is_none());
     assert!(p.graph().channel(1 << 40).is_some());
-    let _ = old;
     // the pruned announcement may come again (its hash was forgotten)
     assert_eq!(p.submit(0, msgs[3].clone()).decision, Decision::Queued);
     drop(p);
