@@ -93,7 +93,7 @@ def _drive(
     if stream is None:
         assert messages is not None
         stream = replay_as_peers(messages, args.peers)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     with ExitStack() as stack:
         writer = None
         if args.out:
@@ -179,7 +179,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lngossip import gen
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     if not args.in_process:
         import asyncio
 

@@ -123,6 +123,10 @@ class IngestReport:
     skipped_bytes: int = 0
     accepted_written: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
+    #: ``sync``: the ``first_timestamp`` (seconds) peers were asked from
+    first_timestamp: int | None = None
+    #: with a store: what opening it found (``Pipeline.store_report()``)
+    store: dict[str, Any] | None = None
 
     @property
     def messages_per_s(self) -> float:
@@ -155,6 +159,12 @@ class IngestReport:
             "malformed_reasons": {k: v for k, v in self.malformed_reasons.items() if v},
             "accepted_written": self.accepted_written,
             "files": self.files,
+            **(
+                {"first_timestamp": self.first_timestamp}
+                if self.first_timestamp is not None
+                else {}
+            ),
+            **({"store": self.store} if self.store is not None else {}),
         }
 
 
@@ -280,7 +290,9 @@ def report_from(
 ) -> IngestReport:
     """An :class:`IngestReport` of ``pipeline``'s counters now."""
     c = pipeline.counters()
+    store = pipeline.store_report()
     return IngestReport(
+        store={**store, "path": str(store["path"])} if store is not None else None,
         engine=engine,
         messages=messages,
         decisions={k: dict(c["decisions"][k]) for k in MSG_KINDS},

@@ -68,12 +68,13 @@ def _load_keys(path: str | None) -> Keys:
         return keys
 
 
-async def _until_stopped(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` (installed before the address is
+    printed, so a signal right after it still closes cleanly)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 def _pipeline_kwargs(args: argparse.Namespace, policy: str) -> dict[str, Any]:
@@ -100,14 +101,16 @@ def store_summary(pipeline: PipelineLike) -> str | None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     keys = _load_keys(args.key_file)
     t0 = time.perf_counter()
     # one pipeline for the files and the peers: the same graph, the same rules
     pipeline = make_pipeline(args.engine, **_pipeline_kwargs(args, "archive"))
     if (line := store_summary(pipeline)) is not None:
         err.print(
-            f"serve: {line}, {len(pipeline.graph):,} channels in {time.perf_counter() - t0:.2f} s"
+            f"serve: {line}: {len(pipeline.graph):,} channels, "
+            f"{pipeline.graph.node_count():,} nodes in {time.perf_counter() - t0:.2f} s, "
+            f"{pipeline.counters()['signatures_verified']} signatures verified"
         )
     files: list[readers.ReadReport] = []
 
@@ -128,10 +131,11 @@ async def _serve(args: argparse.Namespace) -> int:
         )
     pipeline.set_policy(args.policy)
     node = Node(keys, pipeline, config=NodeConfig(sync=False))
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
     host, port = await node.listen(*parse_listen(args.listen))
     print(f"{node.node_id.hex()}@{host}:{port}", flush=True)
-    stop = asyncio.Event()
-    await _until_stopped(stop)
+    await stop.wait()
     await node.close(timeout=5)
     return 0
 
@@ -220,6 +224,7 @@ async def sync_from(
     elapsed = max(node.last_gossip_at, node.last_processed_at) - t0
     await node.close(timeout=10)
     report = report_from(pipeline, engine, elapsed, node.counters["gossip_received"])
+    report.first_timestamp = first_timestamp
     return report, node
 
 
@@ -228,7 +233,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from lngossip.cli import emit_report
 
     peers = [parse_peer(p) for p in args.addresses]
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     show = err if err.is_terminal and not args.no_progress else None
 
     async def main() -> IngestReport:
@@ -303,7 +308,7 @@ async def demo_tcp(args: argparse.Namespace) -> IngestReport:
     bad_task = asyncio.create_task(_bad_peer(bad, bad_keys, ready, port))
     await ready.wait()
     peers.append((bad_keys.node_id, "127.0.0.1", port[0]))
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         report, _ = await sync_from(
             peers,

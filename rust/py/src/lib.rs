@@ -405,7 +405,7 @@ impl PyPipeline {
         };
         let g = self.lock(py)?;
         let d = PyDict::new(py);
-        d.set_item("path", path)?;
+        d.set_item("path", path.to_string_lossy())?;
         d.set_item("created", rep.created)?;
         d.set_item("records_loaded", rep.records)?;
         d.set_item("truncated_bytes", rep.truncated_bytes)?;
