@@ -6,9 +6,12 @@ BIN := $(VENV)/bin
 
 .PHONY: dev pyln build test test-rust test-python lint fmt bench bench-core demo
 
-# pyln-proto (Core Lightning's independent BOLT #8 implementation) for the
-# interop tests. It ships a fork of coincurve under the same import name, so
-# it gets a venv of its own; tests/pyln_peer.py runs there as a subprocess.
+# pyln-proto (Core Lightning's independent BOLT #8 implementation) and
+# pyln-client (its gossip_store reader, Gossmap) for the interop tests. They
+# ship a fork of coincurve under the same import name, so they get a venv of
+# their own; tests/pyln_peer.py and tests/gossmap_probe.py run there as
+# subprocesses. pyln-client 26.6.9 is the release matching pyln-proto 26.6.9
+# (it also pulls pyln-bolt7).
 PYLN_VENV ?= .venv-pyln
 export LNGOSSIP_PYLN_PYTHON ?= $(abspath $(PYLN_VENV))/bin/python
 
@@ -19,7 +22,7 @@ dev:
 
 pyln:
 	$(PY) -m venv $(PYLN_VENV)
-	$(PYLN_VENV)/bin/pip install -q "pyln-proto==26.6.9"
+	$(PYLN_VENV)/bin/pip install -q "pyln-proto==26.6.9" "pyln-client==26.6.9"
 
 build:
 	$(BIN)/maturin develop --release

@@ -23,6 +23,7 @@ from lngossip.ingest import make_pipeline, run
 
 SIGNATURES = 322_172
 ROUNDS = 2
+SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
 
 PROBE = """
 import json, sys, time
@@ -95,8 +96,7 @@ def test_reopen_topology_store(
     for _ in range(3):
         t0 = time.perf_counter()
         serve = subprocess.Popen(
-            [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
-            + ["--store", str(path)],
+            [*SERVE, "--store", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -121,9 +121,13 @@ def test_zz_store_report(results: dict[str, Any]) -> None:
     print(f"| B1 with store (best of {ROUNDS}) | {store:.2f} s ({store / plain - 1:+.1%}) |")
     print(f"| store file | {results['store_file_bytes'] / 2**20:.1f} MiB |")
     print(f"| reopen (fresh process, 0 signatures) | {r['open_s']:.2f} s |")
-    print(f"| `serve --store` start to address (incl. Python start) | "
-          f"{results['serve_store_start_s']:.2f} s |")
-    print(f"| peak RSS after reopen | {r['peak_rss_bytes'] / 2**20:.0f} MiB "
-          f"(graph messages {r['message_bytes'] / 2**20:.1f} MiB) |")
+    print(
+        f"| `serve --store` start to address (incl. Python start) | "
+        f"{results['serve_store_start_s']:.2f} s |"
+    )
+    print(
+        f"| peak RSS after reopen | {r['peak_rss_bytes'] / 2**20:.0f} MiB "
+        f"(graph messages {r['message_bytes'] / 2**20:.1f} MiB) |"
+    )
     print(f"\nall B1 runs: {results['b1_store_all']}")
     print(f"(topology file: {TOPOLOGY.name})")

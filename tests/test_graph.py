@@ -339,7 +339,6 @@ def test_full_dump_is_in_bolt7_order(engine: str) -> None:
     assert set(out) == set(accepted) == set(g.messages())
     announced_at: dict[int, int] = {}
     named_at: dict[bytes, int] = {}
-    channels_of: dict[bytes, int] = {}
     for i, m in enumerate(out):
         t = _type(m)
         if t == CA:
@@ -348,7 +347,6 @@ def test_full_dump_is_in_bolt7_order(engine: str) -> None:
             announced_at[a.scid] = i
             for n in (a.node_id_1, a.node_id_2):
                 named_at.setdefault(n, i)
-                channels_of[n] = channels_of.get(n, 0) + 1
         elif t == CU:
             assert _upd(m).scid in announced_at, "update before its announcement"
         else:
@@ -402,7 +400,15 @@ def test_decoded_view_matches_wire_bytes(engine: str) -> None:
                 want.htlc_maximum_msat,
                 want.disabled,
             )
-    assert any(u.disabled for u in (_upd(m) for m in g.channel_updates))
+    # the offsets are right: every field is in the generator's value set (gen.py)
+    decoded = [_upd(m) for m in g.channel_updates]
+    assert {u.cltv_expiry_delta for u in decoded} == {34, 40, 80, 144}
+    assert {u.htlc_minimum_msat for u in decoded} == {1, 1000}
+    assert {u.fee_base_msat for u in decoded} == {0, 1, 1000}
+    assert all(0 <= u.fee_proportional_millionths < 2500 for u in decoded)
+    capacities = {500_000, 1_000_000, 2_000_000, 5_000_000, 16_777_215}
+    assert {u.htlc_maximum_msat for u in decoded} <= {c * 990 for c in capacities}
+    assert any(u.disabled for u in decoded) and not all(u.disabled for u in decoded)
 
     counts: set[int] = set()
     for i, n_raw in enumerate(g.node_announcements):
@@ -556,7 +562,8 @@ def test_half_applied_batch_is_never_visible() -> None:
     assert len(res.accepted) == len(newer)
     assert violations == []
     assert polls_during > 0
-    assert all((p.graph.channel(s) or (b"", None, None))[1] in new_set for s in scids)
+    final = [p.graph.channel(s) for s in scids]
+    assert all(c is not None and c[1] in new_set and c[2] in new_set for c in final)
 
 
 # -- 5. archive order --------------------------------------------------------------------
@@ -569,7 +576,7 @@ def test_archive_order_does_not_matter() -> None:
     lnr_first = read_all(*LNRESEARCH, CLN_STORE)
     cln_first = read_all(CLN_STORE, *LNRESEARCH)
     assert sorted(lnr_first) == sorted(cln_first)
-    results = {}
+    results: dict[str, tuple[set[bytes], dict[str, dict[str, int]]]] = {}
     for name, msgs in (("lnresearch_first", lnr_first), ("cln_first", cln_first)):
         _, c, accepted = decide_all("rust", single_peer(msgs), policy="archive")
         cu = c["decisions"]["channel_update"]
@@ -579,10 +586,8 @@ def test_archive_order_does_not_matter() -> None:
     assert results["lnresearch_first"][0] == results["cln_first"][0]
     assert results["lnresearch_first"][1] == results["cln_first"][1]
 
-    t0 = time.perf_counter()
+    # the baseline in one order (about 0.5 s: mostly orphans, few signatures)
     _, bc, b_accepted = decide_all("baseline", single_peer(lnr_first), policy="archive")
-    if time.perf_counter() - t0 > 60:  # pragma: no cover - only on a very slow machine
-        pytest.skip("baseline took more than 60 s")
     bcu = bc["decisions"]["channel_update"]
     assert bcu["accepted"] + bcu["stale"] == 77
     assert set(b_accepted) == results["lnresearch_first"][0]

@@ -874,7 +874,8 @@ class Pipeline:
             self._decide(out, p, d)
             if d == "accepted":
                 accepted.append(p.msg)
-        # the batch becomes visible all at once (graph.rs commit)
+        # the batch is committed at its end, as graph.rs does (this engine is
+        # single-threaded: no reader runs between its steps)
         now = self._now_s()
         for m in accepted:
             self._graph.commit(m, parse_message(m), now)
