@@ -16,7 +16,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -436,6 +436,42 @@ def test_decoded_view_matches_wire_bytes(engine: str) -> None:
 # -- 4. a batch is visible whole ---------------------------------------------------------
 
 
+def _process_while_reading(
+    p: Pipeline, msgs: list[bytes], peer: int, read: Callable[[int], bool]
+) -> tuple[Any, int]:
+    """Submit ``msgs``, then process them in one call while another thread
+    calls ``read(i)`` for i = 0, 1, ... until the call returns (or ``read``
+    returns False). Returns the process result and how many reads ran while
+    process() was running."""
+    for m in msgs:
+        assert p.submit(peer, m).decision == "queued"
+    processing, stop = threading.Event(), threading.Event()
+    polls_during = 0
+
+    def reader() -> None:
+        nonlocal polls_during
+        i = 0
+        while not stop.is_set():
+            during = processing.is_set()
+            if not read(i):
+                return
+            if during and processing.is_set():
+                polls_during += 1
+            i += 1
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        time.sleep(0.02)
+        processing.set()
+        res = p.process(len(msgs))
+        processing.clear()
+    finally:
+        stop.set()
+        t.join()
+    return res, polls_during
+
+
 def test_half_applied_batch_is_never_visible() -> None:
     """While process() applies a batch in one thread, readers in another never
     see a channel without its updates from the same batch, nor a mix of old
@@ -453,46 +489,26 @@ def test_half_applied_batch_is_never_visible() -> None:
     node_ids = sorted(members)
 
     violations: list[str] = []
-    polls_during = 0
-    processing = threading.Event()
-    stop = threading.Event()
+    view = Graph(p)
 
-    def first_batch_reader() -> None:
-        nonlocal polls_during
-        view = Graph(p)
-        i = 0
-        while not stop.is_set():
-            during = processing.is_set()
-            s = scids[i % len(scids)]
-            raw = p.graph.channel(s)
-            if raw is not None and (raw[1] is None or raw[2] is None):
-                violations.append(f"{s}: announcement visible without its updates")
-            c = view.channel(scids[(i * 7) % len(scids)])
-            if c is not None and None in c.updates:
-                violations.append(f"{c.short_channel_id}: decoded without its updates")
-            n = len(p.graph)
-            if n not in (0, len(scids)):
-                violations.append(f"{n} channels visible")
-            nid = node_ids[i % len(node_ids)]
-            node = p.graph.node(nid)
-            if node is not None and (node[0] is None or set(node[1]) != members[nid]):
-                violations.append(f"node {nid.hex()} visible before its batch is whole")
-            if during and processing.is_set():
-                polls_during += 1
-            i += 1
+    def first_batch_read(i: int) -> bool:
+        s = scids[i % len(scids)]
+        raw = p.graph.channel(s)
+        if raw is not None and (raw[1] is None or raw[2] is None):
+            violations.append(f"{s}: announcement visible without its updates")
+        c = view.channel(scids[(i * 7) % len(scids)])
+        if c is not None and None in c.updates:
+            violations.append(f"{c.short_channel_id}: decoded without its updates")
+        n = len(p.graph)
+        if n not in (0, len(scids)):
+            violations.append(f"{n} channels visible")
+        nid = node_ids[i % len(node_ids)]
+        node = p.graph.node(nid)
+        if node is not None and (node[0] is None or set(node[1]) != members[nid]):
+            violations.append(f"node {nid.hex()} visible before its batch is whole")
+        return True
 
-    for m in msgs:
-        assert p.submit(0, m).decision == "queued"
-    t = threading.Thread(target=first_batch_reader)
-    t.start()
-    try:
-        time.sleep(0.02)
-        processing.set()
-        res = p.process(len(msgs))
-        processing.clear()
-    finally:
-        stop.set()
-        t.join()
+    res, polls_during = _process_while_reading(p, msgs, 0, first_batch_read)
     assert len(res.accepted) == len(msgs)
     assert violations == []
     assert polls_during > 0, "no read happened while the batch was being processed"
@@ -524,41 +540,23 @@ def test_half_applied_batch_is_never_visible() -> None:
                 )
             )
     new_set = set(newer)
-    stop.clear()
-    polls_during = 0
     seen_new = False
 
-    def second_batch_reader() -> None:
-        nonlocal polls_during, seen_new
-        i = 0
-        while not stop.is_set():
-            during = processing.is_set()
-            raw = p.graph.channel(scids[i % len(scids)])
-            if raw is None:
-                violations.append(f"{scids[i % len(scids)]}: channel vanished")
-                break
-            fresh = (raw[1] in new_set, raw[2] in new_set)
-            if fresh[0] != fresh[1]:
-                violations.append(f"{scids[i % len(scids)]}: one direction new, one old")
-            if seen_new and not fresh[0]:
-                violations.append("an old update visible after a new one")
-            seen_new = seen_new or fresh[0]
-            if during and processing.is_set():
-                polls_during += 1
-            i += 1
+    def second_batch_read(i: int) -> bool:
+        nonlocal seen_new
+        raw = p.graph.channel(scids[i % len(scids)])
+        if raw is None:
+            violations.append(f"{scids[i % len(scids)]}: channel vanished")
+            return False
+        fresh = (raw[1] in new_set, raw[2] in new_set)
+        if fresh[0] != fresh[1]:
+            violations.append(f"{scids[i % len(scids)]}: one direction new, one old")
+        if seen_new and not fresh[0]:
+            violations.append("an old update visible after a new one")
+        seen_new = seen_new or fresh[0]
+        return True
 
-    for m in newer:
-        assert p.submit(1, m).decision == "queued"
-    t = threading.Thread(target=second_batch_reader)
-    t.start()
-    try:
-        time.sleep(0.02)
-        processing.set()
-        res = p.process(len(newer))
-        processing.clear()
-    finally:
-        stop.set()
-        t.join()
+    res, polls_during = _process_while_reading(p, newer, 1, second_batch_read)
     assert len(res.accepted) == len(newer)
     assert violations == []
     assert polls_during > 0
