@@ -102,7 +102,10 @@ def test_simultaneous_dial_100_rounds_keeps_one_and_the_same_connection() -> Non
 def test_ping_timer_of_a_dropped_connection_never_kills_the_next_one() -> None:
     async def body() -> None:
         a = await make_node("pa", sync=False, ping_interval=0.1, ping_timeout=0.4)
-        b = await make_node("pb", sync=False, answer_pings=False, ping_interval=60)
+        # b lets a ping every 0.1 s (its limit raised: the default would fail a)
+        b = await make_node(
+            "pb", sync=False, answer_pings=False, ping_interval=60, max_pings=1000
+        )
         first = await a.connect(b.node_id, *b.addr)  # type: ignore[attr-defined]
         assert first is not None
         await until(lambda: a.counters["pings_sent"] >= 1, what="a ping in flight")
@@ -360,7 +363,10 @@ def test_init_on_another_chain_and_error_messages_end_the_connection() -> None:
     async def body() -> None:
         mainnet = await make_node("main", sync=False)
         testnet = await make_node("test", sync=False, chain_hash=bytes(range(32)))
-        assert await testnet.connect(mainnet.node_id, *mainnet.addr) is None  # type: ignore[attr-defined]
+        with pytest.raises(TransportError) as refused:
+            await testnet.connect(mainnet.node_id, *mainnet.addr)  # type: ignore[attr-defined]
+        assert refused.value.reason == "closed_before_ready"
+        assert refused.value.detail in ("wrong_network", "peer_error")
         await until(
             lambda: (
                 testnet.counters["closed:wrong_network"] == 1
@@ -370,8 +376,8 @@ def test_init_on_another_chain_and_error_messages_end_the_connection() -> None:
             what="both sides refuse",
         )
         # a BOLT #1 error from the peer closes the connection, a warning does not
-        peer = await mainnet.connect(keys("other").node_id, "127.0.0.1", 1)
-        assert peer is None
+        with pytest.raises(OSError):  # nobody listens there: the reason is raised, not lost
+            await mainnet.connect(keys("other").node_id, "127.0.0.1", 1)
         other = await make_node("other", sync=False)
         p = await mainnet.connect(other.node_id, *other.addr)  # type: ignore[attr-defined]
         assert p is not None

@@ -278,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after S seconds without gossip (default 5)",
     )
     sync.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="stop after S seconds in all, whatever the peers send (default: none)",
+    )
+    sync.add_argument(
         "--query",
         action="store_true",
         help="sync by channel-range queries, each channel from one peer "

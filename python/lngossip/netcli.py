@@ -157,9 +157,16 @@ async def sync_from(
     threads: int | None = None,
     store: str | None = None,
     since_margin: int = 2 * 3600,
+    timeout: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> tuple[IngestReport, Node]:
     """Connect to ``peers``, sync until no gossip came for ``until_idle``
-    seconds and every admitted message is decided, close, and report.
+    seconds (counted from the start until the first message) and every
+    admitted message is decided, or until ``timeout`` seconds in all, or
+    until ``stop`` is set (SIGTERM, SIGINT); close, and report.
+
+    Raises:
+        ConfigError: when no peer could be reached (the reasons are listed).
 
     With ``store`` (a path), the graph is opened from it first and the
     peers are asked only for gossip from ``since_margin`` seconds before
@@ -184,14 +191,18 @@ async def sync_from(
         on_accepted=on_accepted,
     )
     t0 = time.monotonic()
-    results = await asyncio.gather(*(node.connect(n, h, p) for n, h, p in peers))
-    if not any(results):
+    deadline = t0 + timeout if timeout is not None else None
+    results = await asyncio.gather(
+        *(node.connect(n, h, p) for n, h, p in peers), return_exceptions=True
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for r in failures:
+        if not isinstance(r, Exception):
+            raise r  # cancellation and the like
+    if len(failures) == len(results):
         await node.close(2)
         raise ConfigError(
-            "no peer could be reached: "
-            + ", ".join(
-                k.removeprefix("dial_failed:") for k in node.counters if k.startswith("dial_failed")
-            )
+            "no peer could be reached: " + "; ".join(f"{type(e).__name__}: {e}" for e in failures)
         )
     live: Live | None = None
     if show is not None:
@@ -202,7 +213,13 @@ async def sync_from(
         while True:
             await asyncio.sleep(0.25)
             received = node.counters["gossip_received"]
-            idle = time.monotonic() - node.last_gossip_at
+            now_m = time.monotonic()
+            idle = now_m - (node.last_gossip_at or t0)
+            if deadline is not None and now_m >= deadline:
+                node.counters["sync_timeout"] += 1
+                break
+            if stop is not None and stop.is_set():
+                break
             if live is not None:
                 c = pipeline.counters()
                 acc = sum(v["accepted"] for v in c["decisions"].values())
@@ -219,9 +236,15 @@ async def sync_from(
     finally:
         if live is not None:
             live.stop()
-    await node.drain()
-    # the sync's own time: up to the last message received or decided, not the idle wait
-    elapsed = max(node.last_gossip_at, node.last_processed_at) - t0
+    if not (stop is not None and stop.is_set()):
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await node.drain()
+    # the sync's own time: up to the last message received or decided, not the
+    # idle wait; never before the start
+    ends = [t for t in (node.last_gossip_at, node.last_processed_at) if t is not None]
+    elapsed = max([t0, *ends]) - t0
     await node.close(timeout=10)
     report = report_from(pipeline, engine, elapsed, node.counters["gossip_received"])
     report.first_timestamp = first_timestamp
@@ -237,6 +260,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     show = err if err.is_terminal and not args.no_progress else None
 
     async def main() -> IngestReport:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)  # SIGTERM like SIGINT: close, write, summarise
         with contextlib.ExitStack() as stack:
             writer = stack.enter_context(readers.GspWriter(args.out)) if args.out else None
             report, _ = await sync_from(
@@ -250,12 +275,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 store=args.store,
                 since_margin=args.since_margin,
+                timeout=args.timeout,
+                stop=stop,
             )
             if writer is not None:
                 report.accepted_written = writer.messages
             return report
 
-    emit_report(asyncio.run(main()), args, "lngossip sync")
+    report = asyncio.run(main())
+    emit_report(report, args, "lngossip sync")
+    if report.messages == 0:
+        err.print("lngossip sync: no gossip received from any peer")
+        return 1
     return 0
 
 

@@ -105,6 +105,7 @@ _REASONS: Final = frozenset(
         "eof",
         "too_long",
         "timeout",
+        "closed_before_ready",
     }
 )
 
@@ -139,6 +140,11 @@ class TransportError(GossipError, ConnectionError):
         bytes (nothing was sent; the connection stays usable).
     ``timeout``
         The handshake did not complete within its timeout.
+    ``closed_before_ready``
+        The handshake succeeded but the connection ended before both
+        ``init`` messages were exchanged (``detail`` says why: another
+        network, unknown required features, ...); raised by
+        :meth:`lngossip.net.node.Node.connect`.
 
     Apart from ``too_long``, the connection cannot be used afterwards. It is
     both a :class:`~lngossip.errors.GossipError` and a

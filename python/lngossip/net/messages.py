@@ -22,6 +22,7 @@ __all__ = [
     "GOSSIP_QUERIES_OPTIONAL",
     "GOSSIP_TIMESTAMP_FILTER",
     "INIT",
+    "KNOWN_FEATURE_BITS",
     "PING",
     "PONG",
     "QUERY_CHANNEL_RANGE",
@@ -42,6 +43,7 @@ __all__ = [
     "encode_warning",
     "message_type",
     "scid_block",
+    "unknown_required_features",
 ]
 
 WARNING = 1
@@ -57,6 +59,26 @@ GOSSIP_TIMESTAMP_FILTER = 265
 
 #: Feature bit 7: ``gossip_queries`` offered, optional (BOLT #9).
 GOSSIP_QUERIES_OPTIONAL = 7
+#: Feature bits BOLT #9 assigns (both bits of each pair, and bit 3
+#: ``initial_routing_sync``): 0/1 ``option_data_loss_protect``, 4/5
+#: ``option_upfront_shutdown_script``, 6/7 ``gossip_queries``, 8/9
+#: ``var_onion_optin``, 10/11 ``gossip_queries_ex``, 12/13
+#: ``option_static_remotekey``, 14/15 ``payment_secret``, 16/17 ``basic_mpp``,
+#: 18/19 ``option_support_large_channel``, 20/21 ``option_anchor_outputs``,
+#: 22/23 ``option_anchors``, 24/25 ``option_route_blinding``, 26/27
+#: ``option_shutdown_anysegwit``, 28/29 ``option_dual_fund``, 34/35
+#: ``option_quiesce``, 38/39 ``option_onion_messages``, 42/43
+#: ``option_provide_storage``, 44/45 ``option_channel_type``, 46/47
+#: ``option_scid_alias``, 48/49 ``option_payment_metadata``, 50/51
+#: ``option_zeroconf``, 60/61 ``option_simple_close``. A gossip node needs
+#: none of them but knows what they are; any other even bit is unknown.
+KNOWN_FEATURE_BITS = frozenset(
+    {3}
+    | {b for p in (0, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28) for b in (p, p + 1)}
+    | {b for p in (34, 38, 42, 44, 46, 48, 50, 60) for b in (p, p + 1)}
+)
+#: ``init`` TLV types this module knows: 1 ``networks``, 3 ``remote_addr`` (BOLT #1).
+INIT_TLV_TYPES = frozenset({1, 3})
 #: ``encoded_short_ids`` encoding 0: plain array of 8-byte ``short_channel_id``s.
 ENCODING_UNCOMPRESSED = 0
 #: Most ``short_channel_id``s one reply carries (8 bytes each, under 65535 bytes).
@@ -144,8 +166,10 @@ class Init:
 
     @classmethod
     def decode(cls, msg: bytes) -> Init:
-        """Raises MalformedMessage on overruns or a ``networks`` TLV that is not
-        a whole number of 32-byte hashes."""
+        """Raises MalformedMessage on overruns, a ``networks`` TLV that is not
+        a whole number of 32-byte hashes (``length_overrun``), TLV types that
+        are not strictly increasing (``tlv_order``) or an unknown even TLV type
+        (``unknown_even_tlv``): BOLT #1 requires failing the connection."""
         r = _R(msg)
         gf = r.take(r.u16())
         lf = r.take(r.u16())
@@ -153,14 +177,27 @@ class Init:
         merged = int.from_bytes(gf, "big") | int.from_bytes(lf, "big")
         features = _feature_bits(merged.to_bytes(width, "big")) if width else set()
         networks: list[bytes] | None = None
+        last = -1
         while r.pos < len(msg):
             t, n = r.bigsize(), r.bigsize()
             value = r.take(n)
+            if t <= last:
+                raise MalformedMessage("tlv_order")
+            last = t
+            if t % 2 == 0 and t not in INIT_TLV_TYPES:
+                raise MalformedMessage("unknown_even_tlv")
             if t == 1:
                 if n % 32:
                     raise MalformedMessage("length_overrun")
                 networks = [value[i : i + 32] for i in range(0, n, 32)]
         return cls(features, networks)
+
+
+def unknown_required_features(features: set[int]) -> set[int]:
+    """The even (required) bits of ``features`` that BOLT #9 does not assign
+    (see :data:`KNOWN_FEATURE_BITS`): BOLT #1 says the receiver of such an
+    ``init`` MUST fail the connection."""
+    return {b for b in features if b % 2 == 0 and b not in KNOWN_FEATURE_BITS}
 
 
 def encode_ping(num_pong_bytes: int, padding: int = 0) -> bytes:

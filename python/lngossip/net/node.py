@@ -32,16 +32,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lngossip.errors import GossipError, MalformedMessage
+from lngossip.errors import ConfigError, GossipError, MalformedMessage
 from lngossip.ingest import PipelineLike, make_pipeline
 from lngossip.net import messages as wire
 from lngossip.transport import Connection, Keys, TransportError, accept, connect
@@ -52,6 +53,7 @@ __all__ = ["CloseReport", "Node", "NodeConfig", "Peer"]
 log = logging.getLogger("lngossip.net")
 
 GOSSIP_TYPES = frozenset((256, 257, 258))
+_NODE_ANNOUNCEMENT_TYPE = (257).to_bytes(2, "big")
 
 
 @dataclass
@@ -91,6 +93,27 @@ class NodeConfig:
     prune_interval: float = 24 * 3600.0
     #: Messages read from the graph per page of a dump.
     dump_page: int = 256
+    #: Bytes a peer's outbound queue (pongs, warnings) may hold. Dumps and
+    #: query replies are not queued: the sender reads them from the graph a
+    #: page at a time while the peer reads. A peer that lets more pile up is
+    #: not reading: it is disconnected.
+    outbound_queue_bytes: int = 1 << 20
+    #: Most pings a peer may send in ``ping_window`` seconds; more fails the
+    #: connection (BOLT #1 lets a node fail a peer that pings far more often
+    #: than once per 30 s; each pong may carry 65,531 bytes).
+    max_pings: int = 10
+    ping_window: float = 30.0
+    #: Client: seconds to wait for the answer to our own query before asking
+    #: the peer with ``gossip_timestamp_filter`` instead.
+    query_timeout: float = 30.0
+    #: Client: most ``short_channel_id``s remembered as requested (all peers)
+    #: and waiting to be queried (per peer): a bound on what a peer's replies
+    #: can make this node hold (mainnet has about 50,000 channels).
+    max_scids: int = 1_000_000
+    #: Inbound connections at most, in all and per remote IP address (LDK
+    #: and lnd cap both); more are closed at once and counted.
+    max_inbound: int = 256
+    max_inbound_per_address: int = 8
 
 
 @dataclass
@@ -120,10 +143,35 @@ class Peer:
     gossip_received: int = 0
     task: asyncio.Task[None] | None = None
     sync_done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Address the connection came from (inbound) or went to.
+    address: str = ""
+    # -- what we owe the peer: one sender task writes it, in this order
+    #: Small control messages (pong, warning), bounded by ``outbound_queue_bytes``.
+    outbox: deque[bytes] = field(default_factory=deque)
+    outbox_bytes: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Its ``query_channel_range`` being answered, and the last id sent.
+    range_query: wire.QueryChannelRange | None = None
+    range_after: int | None = None
+    range_first: int = 0
+    #: Its ``query_short_channel_ids`` being answered, and how many ids are done.
+    scid_query: wire.QueryShortChannelIds | None = None
+    scid_done: int = 0
+    scid_nodes_sent: set[bytes] = field(default_factory=set)
+    #: Its ``gossip_timestamp_filter`` and the dump cursor (``None``: dump done).
+    filter: tuple[int, int] | None = None
+    dump_cursor: bytes | None = None
+    pings: deque[float] = field(default_factory=deque)
+    # -- what we asked the peer
     #: ``query_short_channel_ids`` chunks waiting for the previous reply (BOLT #7
-    #: allows one query in flight per peer).
+    #: allows one query in flight per peer), and their total ids.
     scid_chunks: list[list[int]] = field(default_factory=list)
+    scid_chunk_ids: int = 0
     query_in_flight: bool = False
+    #: Our outstanding ``query_channel_range`` (replies are taken only for it).
+    our_range: wire.QueryChannelRange | None = None
+    #: When our outstanding query (range or ids) times out (monotonic seconds).
+    query_deadline: float | None = None
 
     @property
     def initiator(self) -> str:
@@ -167,12 +215,24 @@ class Node:
         self._room = asyncio.Condition()
         self._processing: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        #: set when the processing loop has nothing left to do
+        self._idle = asyncio.Event()
+        self._inbound_by_address: Counter[str] = Counter()
+        self._ready_changed = asyncio.Event()
         self._closing = False
         self._busy_processing = False
         self._requested_scids: set[int] = set()
-        self.last_gossip_at = time.monotonic()
-        #: when the last batch finished (monotonic seconds)
-        self.last_processed_at = 0.0
+        #: when gossip last arrived (monotonic seconds; ``None``: never)
+        self.last_gossip_at: float | None = None
+        #: when the last batch finished (monotonic seconds; ``None``: never)
+        self.last_processed_at: float | None = None
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- identity and bookkeeping ------------------------------------------
     @property
@@ -244,51 +304,87 @@ class Node:
         Cancelling before it returns leaves no listener behind.
         """
         await self.start()
+        _quiet_accept_errors(asyncio.get_running_loop(), self.counters)
         self._server = await asyncio.start_server(self._on_inbound, host, port, limit=1 << 17)
         sock = self._server.sockets[0].getsockname()
+        log.info("listening on %s:%d", sock[0], sock[1])
         return str(sock[0]), int(sock[1])
 
     async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:
             writer.close()
             return
+        peername = writer.get_extra_info("peername")
+        address = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        cfg = self.config
+        total = sum(self._inbound_by_address.values())
+        if total >= cfg.max_inbound or self._inbound_by_address[address] >= (
+            cfg.max_inbound_per_address
+        ):
+            self.counters["refused_connection_limit"] += 1
+            if self.counters["refused_connection_limit"] in (1, 10, 100, 1000, 10000):
+                log.info(
+                    "refusing connections over the limits (%d in all, %d per address): "
+                    "%d refused so far",
+                    cfg.max_inbound,
+                    cfg.max_inbound_per_address,
+                    self.counters["refused_connection_limit"],
+                )
+            writer.close()
+            return
+        self._inbound_by_address[address] += 1
         me = asyncio.current_task()
         if me is not None:
             self._tasks.add(me)  # so close() cancels a handshake in progress
         try:
-            await self._handshake_inbound(reader, writer)
+            peer = await self._handshake_inbound(reader, writer, address)
+            if peer is not None:
+                await peer.closed.wait()
         except asyncio.CancelledError:
             # closing: end this server callback quietly (the stream machinery
             # would log a cancelled callback task as an error)
             writer.close()
         finally:
+            self._inbound_by_address[address] -= 1
+            if not self._inbound_by_address[address]:
+                del self._inbound_by_address[address]
             if me is not None:
                 self._tasks.discard(me)
 
     async def _handshake_inbound(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    ) -> Peer | None:
         try:
             conn = await accept(reader, writer, self.keys, timeout=self.config.handshake_timeout)
         except (TransportError, OSError) as e:
             self.counters[f"handshake_failed:{getattr(e, 'reason', 'os')}"] += 1
+            log.info("handshake from %s failed: %s", address, e)
             writer.close()
-            return
+            return None
         if self.is_banned(conn.remote_node_id) or self._closing:
             self.counters["refused_banned"] += 1
+            log.info("refused banned peer %s from %s", conn.remote_node_id.hex()[:16], address)
             await conn.close()
-            return
-        peer = Peer(conn.remote_node_id, next(self._generation), False, conn)
+            return None
+        peer = Peer(conn.remote_node_id, next(self._generation), False, conn, address=address)
         # the connection is the node's to own (and to cancel), not the server callback's
         self._spawn(self._run(peer), f"peer-{peer.node_id.hex()[:8]}-{peer.generation}")
+        return peer
 
     async def connect(
         self, node_id: bytes, host: str, port: int, *, persistent: bool = False
     ) -> Peer | None:
         """Dial ``node_id`` at ``host:port``; returns the ready connection to that
-        peer (possibly another one kept by the tie-break), or ``None`` if it
-        did not become ready. ``persistent``: keep reconnecting with
-        exponential backoff and jitter until :meth:`close`.
+        peer (possibly another one kept by the tie-break). ``persistent``:
+        keep reconnecting with exponential backoff and jitter until
+        :meth:`close` (returns ``None`` at once; failures are counted and logged).
+
+        Raises:
+            TransportError: the handshake failed (``reason`` says how) or the
+                connection closed before it was ready (``closed_before_ready``).
+            OSError: the TCP connection could not be made.
+            TimeoutError: no ready connection within ``handshake_timeout`` twice.
+            ConfigError: the node is closing or ``node_id`` is banned.
 
         # Cancel safety
         Cancelling abandons the attempt; a half-open connection is closed.
@@ -299,17 +395,20 @@ class Node:
             return None
         return await self._dial(node_id, host, port)
 
-    async def _dial(self, node_id: bytes, host: str, port: int) -> Peer | None:
-        if self._closing or self.is_banned(node_id):
-            return None
+    async def _dial(self, node_id: bytes, host: str, port: int) -> Peer:
+        if self._closing:
+            raise ConfigError("the node is closing")
+        if self.is_banned(node_id):
+            raise ConfigError(f"{node_id.hex()} is banned")
         try:
             conn = await connect(
                 host, port, self.keys, node_id, timeout=self.config.handshake_timeout
             )
         except (TransportError, OSError) as e:
             self.counters[f"dial_failed:{getattr(e, 'reason', 'os')}"] += 1
-            return None
-        peer = Peer(node_id, next(self._generation), True, conn)
+            log.info("dialling %s@%s:%d failed: %s", node_id.hex()[:16], host, port, e)
+            raise
+        peer = Peer(node_id, next(self._generation), True, conn, address=f"{host}:{port}")
         task = self._spawn(self._run(peer), f"peer-{node_id.hex()[:8]}-{peer.generation}")
         ready = asyncio.ensure_future(peer.ready.wait())
         done = asyncio.ensure_future(task)
@@ -317,23 +416,30 @@ class Node:
             await asyncio.wait({ready, done}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ready.cancel()
-        # with simultaneous dials, the kept connection may be the peer's own
-        for _ in range(50):
-            active = self._active.get(node_id)
-            if active is not None or peer.closed.is_set():
-                return active
-            await asyncio.sleep(0.01)
-        return self._active.get(node_id)
+        # with simultaneous dials, the kept connection may be the peer's own:
+        # wait for one to be ready, or for this one to end
+        deadline = time.monotonic() + self.config.handshake_timeout
+        while (active := self._active.get(node_id)) is None:
+            if peer.closed.is_set():
+                raise TransportError("closed_before_ready", peer.close_reason)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no ready connection to {node_id.hex()}")
+            self._ready_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._ready_changed.wait()
+        return active
 
     async def _keep_connected(self, node_id: bytes, host: str, port: int) -> None:
         failures = 0
         while not self._closing:
-            peer = await self._dial(node_id, host, port)
-            if peer is not None:
+            try:
+                peer = await self._dial(node_id, host, port)
+            except (TransportError, OSError, TimeoutError, ConfigError):
+                failures += 1
+            else:
                 failures = 0
                 await peer.closed.wait()
-            else:
-                failures += 1
             if self._closing:
                 return
             delay = min(
@@ -354,7 +460,8 @@ class Node:
                 await self._exchange_init(peer)
                 if not self._become_ready(peer):
                     return
-                tg.create_task(self._reader(peer, tg), name=f"reader-{peer.generation}")
+                tg.create_task(self._reader(peer), name=f"reader-{peer.generation}")
+                tg.create_task(self._sender(peer), name=f"sender-{peer.generation}")
                 tg.create_task(self._pinger(peer), name=f"pinger-{peer.generation}")
                 if self.config.sync:
                     await self._request_gossip(peer)
@@ -366,6 +473,8 @@ class Node:
             peer.close_reason = peer.close_reason or str(eg.exceptions[0])
         except* (OSError, MalformedMessage) as eg:
             peer.close_reason = peer.close_reason or type(eg.exceptions[0]).__name__
+        except* TimeoutError:
+            peer.close_reason = peer.close_reason or "init_timeout"
         finally:
             await self._forget(peer)
 
@@ -376,13 +485,38 @@ class Node:
             while True:
                 msg = await peer.conn.recv()
                 if wire.message_type(msg) == wire.INIT:
-                    peer.init = wire.Init.decode(msg)
+                    try:
+                        peer.init = wire.Init.decode(msg)
+                    except MalformedMessage as e:
+                        # BOLT #1: unknown even TLV types and TLV types out of
+                        # order fail the connection
+                        await self._fail(peer, f"invalid init: {e.reason}", f"init_{e.reason}")
                     break
                 self.counters["before_init_ignored"] += 1
+        assert peer.init is not None
+        unknown = wire.unknown_required_features(peer.init.features)
+        if unknown:
+            # BOLT #1: the receiver of an unknown even feature bit MUST fail the connection
+            bits = ",".join(map(str, sorted(unknown)))
+            await self._fail(peer, f"unknown required features {bits}", "unknown_required_feature")
         nets = peer.init.networks
         if nets is not None and self.config.chain_hash not in nets:
-            await peer.conn.send(wire.encode_error("no common network"))
-            raise _Disconnect("wrong_network")
+            await self._fail(peer, "no common network", "wrong_network")
+
+    async def _fail(self, peer: Peer, text: str, reason: str) -> None:
+        """Send a BOLT #1 ``error`` and end the connection with ``reason``."""
+        log.warning("peer %s: %s; failing the connection", peer.node_id.hex()[:16], text)
+        with contextlib.suppress(TransportError, OSError):
+            await peer.conn.send(wire.encode_error(text))
+        raise _Disconnect(reason)
+
+    async def _warn_and_close(self, peer: Peer, text: str, reason: str) -> None:
+        """Send a BOLT #1 ``warning`` and end the connection with ``reason``."""
+        log.warning("peer %s: %s; disconnecting", peer.node_id.hex()[:16], text)
+        self.counters[f"protocol_violation:{reason}"] += 1
+        with contextlib.suppress(TransportError, OSError):
+            await peer.conn.send(wire.encode_warning(text))
+        raise _Disconnect(reason)
 
     def _become_ready(self, peer: Peer) -> bool:
         """Apply the tie-break; True when ``peer`` is kept."""
@@ -402,7 +536,14 @@ class Node:
                 return False
         self._active[peer.node_id] = peer
         peer.ready.set()
+        self._ready_changed.set()
         self.counters["ready"] += 1
+        log.info(
+            "peer %s ready (%s, generation %d)",
+            peer.node_id.hex()[:16],
+            peer.initiator,
+            peer.generation,
+        )
         return True
 
     def _cancel(self, peer: Peer) -> None:
@@ -413,7 +554,11 @@ class Node:
         self._connections.discard(peer)
         if self._active.get(peer.node_id) is peer:
             del self._active[peer.node_id]
-        self.counters[f"closed:{peer.close_reason or 'cancelled'}"] += 1
+        reason = peer.close_reason or "cancelled"
+        self.counters[f"closed:{reason}"] += 1
+        if peer.ready.is_set():
+            log.info("peer %s disconnected: %s", peer.node_id.hex()[:16], reason)
+        self._ready_changed.set()
         with contextlib.suppress(Exception):
             await asyncio.shield(peer.conn.close())
         peer.closed.set()
@@ -442,17 +587,68 @@ class Node:
         if self.config.sync_mode == "query":
             # new gossip from now on, and the backlog channel by channel
             await peer.conn.send(wire.GossipTimestampFilter(ch, int(time.time())).encode())
-            await peer.conn.send(wire.QueryChannelRange(ch).encode())
+            peer.our_range = wire.QueryChannelRange(ch)
+            peer.query_deadline = time.monotonic() + self.config.query_timeout
+            await peer.conn.send(peer.our_range.encode())
         else:
             f = wire.GossipTimestampFilter(ch, self.config.first_timestamp)
             await peer.conn.send(f.encode())
 
     async def _query_next_chunk(self, peer: Peer) -> None:
         if peer.query_in_flight or not peer.scid_chunks:
+            if peer.our_range is None and not peer.query_in_flight:
+                peer.query_deadline = None
             return
         chunk = peer.scid_chunks.pop(0)
+        peer.scid_chunk_ids -= len(chunk)
         peer.query_in_flight = True
+        peer.query_deadline = time.monotonic() + self.config.query_timeout
         await peer.conn.send(wire.QueryShortChannelIds(self.config.chain_hash, chunk).encode())
+
+    async def _fall_back_to_filter(self, peer: Peer, why: str) -> None:
+        """Our query was refused or not answered: ask for everything since
+        ``first_timestamp`` with ``gossip_timestamp_filter`` instead."""
+        self.counters[f"query_fallback:{why}"] += 1
+        log.info(
+            "peer %s: query %s; asking with gossip_timestamp_filter instead",
+            peer.node_id.hex()[:16],
+            why,
+        )
+        peer.our_range, peer.query_deadline, peer.query_in_flight = None, None, False
+        for chunk in peer.scid_chunks:
+            self._requested_scids.difference_update(chunk)
+        peer.scid_chunks.clear()
+        peer.scid_chunk_ids = 0
+        f = wire.GossipTimestampFilter(self.config.chain_hash, self.config.first_timestamp)
+        await peer.conn.send(f.encode())
+        peer.sync_done.set()
+
+    def _take_reply_range(self, peer: Peer, r: wire.ReplyChannelRange) -> list[int]:
+        """The ids of a ``reply_channel_range`` to take: only while our query is
+        outstanding, only inside its block range, and within ``max_scids``."""
+        q = peer.our_range
+        if q is None or r.chain_hash != q.chain_hash:
+            self.counters["unsolicited_reply_channel_range"] += 1
+            return []
+        lo, hi = q.first_blocknum, q.first_blocknum + q.number_of_blocks
+        peer.query_deadline = time.monotonic() + self.config.query_timeout
+        if r.sync_complete and r.first_blocknum + r.number_of_blocks >= hi:
+            peer.our_range = None  # the last reply (BOLT #7)
+        inside = [s for s in r.short_channel_ids if lo <= s >> 40 < hi]
+        if len(inside) < len(r.short_channel_ids):
+            self.counters["reply_ids_outside_range"] += len(r.short_channel_ids) - len(inside)
+        graph = self.pipeline.graph
+        new: list[int] = []
+        room = self.config.max_scids - max(len(self._requested_scids), peer.scid_chunk_ids)
+        for s in inside:
+            if s in self._requested_scids or graph.channel(s) is not None:
+                continue
+            if len(new) >= room:
+                self.counters["scids_over_limit"] += 1
+                break
+            new.append(s)
+        self._requested_scids.update(new)
+        return new
 
     async def _pinger(self, peer: Peer) -> None:
         cfg = self.config
@@ -462,7 +658,7 @@ class Node:
                 await asyncio.sleep(cfg.ping_interval - idle)
                 continue
             peer.pong.clear()
-            await peer.conn.send(wire.encode_ping(8))
+            await self._enqueue(peer, wire.encode_ping(8))
             self.counters["pings_sent"] += 1
             try:
                 async with asyncio.timeout(cfg.ping_timeout):
@@ -472,7 +668,7 @@ class Node:
                 self.counters["ping_timeouts"] += 1
                 raise _Disconnect("ping_timeout") from None
 
-    async def _reader(self, peer: Peer, tg: asyncio.TaskGroup) -> None:
+    async def _reader(self, peer: Peer) -> None:
         pid = self.peer_id(peer.node_id)
         ch = self.config.chain_hash
         while True:
@@ -485,53 +681,121 @@ class Node:
                 self.last_gossip_at = peer.last_rx
                 await self._admit(pid, msg)
             elif t == wire.PING:
-                n = wire.decode_ping(msg)
-                if self.config.answer_pings and n < wire.PONG_BYTES_IGNORED:
-                    await peer.conn.send(wire.encode_pong(n))
+                await self._on_ping(peer, msg)
             elif t == wire.PONG:
                 peer.pong.set()
             elif t == wire.GOSSIP_TIMESTAMP_FILTER:
                 f = wire.GossipTimestampFilter.decode(msg)
                 if f.chain_hash == ch:
-                    tg.create_task(self._send_gossip(peer, f.first_timestamp, f.timestamp_range))
+                    # BOLT #7: a new filter replaces the previous one
+                    if peer.dump_cursor is not None:
+                        self.counters["filters_replaced"] += 1
+                    peer.filter = (f.first_timestamp, f.timestamp_range)
+                    peer.dump_cursor = b""
+                    peer.wake.set()
             elif t == wire.QUERY_CHANNEL_RANGE:
+                if peer.range_query is not None:
+                    await self._warn_and_close(
+                        peer,
+                        "query_channel_range before the previous one was answered",
+                        "queries_piled_up",
+                    )
                 q = wire.QueryChannelRange.decode(msg)
-                tg.create_task(self._reply_channel_range(peer, q))
+                peer.range_query, peer.range_after, peer.range_first = q, None, q.first_blocknum
+                peer.wake.set()
+            elif t == wire.QUERY_SHORT_CHANNEL_IDS:
+                if peer.scid_query is not None:
+                    await self._warn_and_close(
+                        peer,
+                        "query_short_channel_ids before the previous one was answered",
+                        "queries_piled_up",
+                    )
+                peer.scid_query, peer.scid_done = wire.QueryShortChannelIds.decode(msg), 0
+                peer.wake.set()
             elif t == wire.REPLY_CHANNEL_RANGE:
-                r = wire.ReplyChannelRange.decode(msg)
-                # each channel is fetched from the first peer that lists it,
-                # and not at all when the graph has it (a restarted node)
-                graph = self.pipeline.graph
-                new = [
-                    s
-                    for s in r.short_channel_ids
-                    if s not in self._requested_scids and graph.channel(s) is None
-                ]
-                self._requested_scids.update(new)
+                new = self._take_reply_range(peer, wire.ReplyChannelRange.decode(msg))
                 step = wire.MAX_SCIDS_PER_MESSAGE
                 peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
+                peer.scid_chunk_ids += len(new)
                 await self._query_next_chunk(peer)
-            elif t == wire.QUERY_SHORT_CHANNEL_IDS:
-                q2 = wire.QueryShortChannelIds.decode(msg)
-                tg.create_task(self._reply_short_channel_ids(peer, q2))
+                if peer.our_range is None and not peer.query_in_flight:
+                    peer.sync_done.set()
             elif t == wire.REPLY_SHORT_CHANNEL_IDS_END:
+                if not peer.query_in_flight:
+                    self.counters["unsolicited_reply_short_channel_ids_end"] += 1
+                    continue
                 peer.query_in_flight = False
                 await self._query_next_chunk(peer)
-                if not peer.scid_chunks and not peer.query_in_flight:
+                if not peer.scid_chunks and not peer.query_in_flight and peer.our_range is None:
                     peer.sync_done.set()
             elif t == wire.ERROR:
                 self.counters["errors_received"] += 1
+                log.info("peer %s sent an error; disconnecting", peer.node_id.hex()[:16])
                 raise _Disconnect("peer_error")
             elif t == wire.WARNING:
                 self.counters["warnings_received"] += 1
+                if peer.our_range is not None or peer.query_in_flight:
+                    # e.g. LDK answers query_short_channel_ids with "Not implemented"
+                    await self._fall_back_to_filter(peer, "refused")
             elif t == wire.INIT:
                 self.counters["duplicate_init"] += 1
             elif t % 2 == 0:
                 # BOLT #1: an unknown even type must fail the connection
-                await peer.conn.send(wire.encode_error(f"unknown even message type {t}"))
-                raise _Disconnect("unknown_even_type")
+                await self._fail(peer, f"unknown even message type {t}", "unknown_even_type")
             else:
                 self.counters["unknown_odd_ignored"] += 1
+
+    async def _on_ping(self, peer: Peer, msg: bytes) -> None:
+        """Answer a ping (BOLT #1), at most ``max_pings`` per ``ping_window``."""
+        now = time.monotonic()
+        peer.pings.append(now)
+        while peer.pings and peer.pings[0] < now - self.config.ping_window:
+            peer.pings.popleft()
+        if len(peer.pings) > self.config.max_pings:
+            await self._warn_and_close(peer, "too many pings", "ping_flood")
+        n = wire.decode_ping(msg)
+        if self.config.answer_pings and n < wire.PONG_BYTES_IGNORED:
+            await self._enqueue(peer, wire.encode_pong(n))
+
+    async def _enqueue(self, peer: Peer, msg: bytes) -> None:
+        """Queue a small message for the peer's sender; a peer whose queue
+        passes ``outbound_queue_bytes`` is not reading and is disconnected."""
+        if peer.outbox_bytes + len(msg) > self.config.outbound_queue_bytes:
+            self.counters["outbound_queue_full"] += 1
+            log.info("peer %s does not read; disconnecting", peer.node_id.hex()[:16])
+            raise _Disconnect("outbound_queue_full")
+        peer.outbox.append(msg)
+        peer.outbox_bytes += len(msg)
+        peer.wake.set()
+
+    async def _sender(self, peer: Peer) -> None:
+        """The one task that writes to the peer: queued control messages first,
+        then the answer to its ``query_channel_range``, to its
+        ``query_short_channel_ids``, then its ``gossip_timestamp_filter`` dump,
+        one page at a time, read from the graph only as the peer reads (each
+        ``send`` waits while the peer's socket buffer is full). Also gives up
+        on our own queries that got no answer in ``query_timeout``."""
+        while True:
+            if peer.outbox:
+                m = peer.outbox.popleft()
+                peer.outbox_bytes -= len(m)
+                await peer.conn.send(m)
+            elif peer.range_query is not None:
+                await self._reply_channel_range_step(peer)
+            elif peer.scid_query is not None:
+                await self._reply_short_channel_ids_step(peer)
+            elif peer.dump_cursor is not None and peer.filter is not None:
+                await self._dump_step(peer)
+            else:
+                peer.wake.clear()
+                timeout = None
+                if peer.query_deadline is not None:
+                    timeout = max(peer.query_deadline - time.monotonic(), 0.0)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await peer.wake.wait()
+                if peer.query_deadline is not None and time.monotonic() >= peer.query_deadline:
+                    await self._fall_back_to_filter(peer, "timeout")
 
     async def _admit(self, pid: int, msg: bytes) -> None:
         """Submit; on ``queue_full`` stop reading this peer until room frees up."""
@@ -543,49 +807,63 @@ class Node:
                 await self._room.wait()
             a = self.pipeline.submit(pid, msg)
         if a.decision == "queued":
+            self._idle.clear()
             self._work.set()
 
-    async def _send_gossip(self, peer: Peer, first_timestamp: int, timestamp_range: int) -> None:
-        """Answer a ``gossip_timestamp_filter``: walk the graph with a cursor,
-        one page at a time, sending each page before reading the next (the
-        send waits while the peer does not read)."""
-        graph = self.pipeline.graph
-        cursor: bytes | None = b""
-        page_size = self.config.dump_page
-        while cursor is not None:
-            page, cursor = graph.gossip_after(cursor, first_timestamp, timestamp_range, page_size)
-            for m in page:
-                await peer.conn.send(m)
-            self.counters["gossip_sent"] += len(page)
+    async def _dump_step(self, peer: Peer) -> None:
+        """Send the next page of the peer's ``gossip_timestamp_filter`` dump."""
+        assert peer.filter is not None and peer.dump_cursor is not None
+        first, span = peer.filter
+        page, peer.dump_cursor = self.pipeline.graph.gossip_after(
+            peer.dump_cursor, first, span, self.config.dump_page
+        )
+        for m in page:
+            await peer.conn.send(m)
+        self.counters["gossip_sent"] += len(page)
 
-    async def _reply_channel_range(self, peer: Peer, q: wire.QueryChannelRange) -> None:
-        """Answer ``query_channel_range`` in replies of at most
-        ``MAX_SCIDS_PER_MESSAGE`` ids, read from the graph one reply at a time;
-        the replies cover the queried blocks without gaps (BOLT #7)."""
-        graph = self.pipeline.graph
+    async def _reply_channel_range_step(self, peer: Peer) -> None:
+        """Send the next ``reply_channel_range`` (at most
+        ``MAX_SCIDS_PER_MESSAGE`` ids) of the peer's query; the replies cover
+        the queried blocks in order and without gaps (BOLT #7)."""
+        q = peer.range_query
+        assert q is not None
         step = wire.MAX_SCIDS_PER_MESSAGE
         end = min(q.first_blocknum + q.number_of_blocks, 0xFFFFFFFF)
-        first = q.first_blocknum
-        after: int | None = None
-        while True:
-            chunk = graph.short_channel_ids_in_blocks(
-                q.first_blocknum, q.number_of_blocks, after, step + 1
-            )
-            last = len(chunk) <= step
-            chunk = chunk[:step]
-            upto = end if last else min((chunk[-1] >> 40) + 1, end)
-            reply = wire.ReplyChannelRange(q.chain_hash, first, max(upto - first, 1), 1, chunk)
-            await peer.conn.send(reply.encode())
-            if last:
-                return
-            first, after = upto, chunk[-1]
+        chunk = self.pipeline.graph.short_channel_ids_in_blocks(
+            q.first_blocknum, q.number_of_blocks, peer.range_after, step + 1
+        )
+        last = len(chunk) <= step
+        chunk = chunk[:step]
+        upto = end if last else min((chunk[-1] >> 40) + 1, end)
+        first = peer.range_first
+        reply = wire.ReplyChannelRange(q.chain_hash, first, max(upto - first, 1), 1, chunk)
+        if last:
+            peer.range_query = None
+        else:
+            peer.range_first, peer.range_after = upto, chunk[-1]
+        await peer.conn.send(reply.encode())
 
-    async def _reply_short_channel_ids(self, peer: Peer, q: wire.QueryShortChannelIds) -> None:
-        msgs = self.pipeline.graph.messages_for(q.short_channel_ids)
-        for m in msgs:
+    async def _reply_short_channel_ids_step(self, peer: Peer) -> None:
+        """Send the messages of the next few ids of the peer's
+        ``query_short_channel_ids``, and ``reply_short_channel_ids_end`` after the last."""
+        q = peer.scid_query
+        assert q is not None
+        ids = q.short_channel_ids[peer.scid_done : peer.scid_done + 64]
+        peer.scid_done += len(ids)
+        for m in self.pipeline.graph.messages_for(ids) if ids else []:
+            if m[:2] == _NODE_ANNOUNCEMENT_TYPE:
+                # each node once per query (its id is at 72 + len(features))
+                flen = int.from_bytes(m[66:68], "big")
+                nid = m[72 + flen : 105 + flen]
+                if nid in peer.scid_nodes_sent:
+                    continue
+                peer.scid_nodes_sent.add(nid)
             await peer.conn.send(m)
-        self.counters["gossip_sent"] += len(msgs)
-        await peer.conn.send(wire.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
+            self.counters["gossip_sent"] += 1
+        if peer.scid_done >= len(q.short_channel_ids):
+            peer.scid_query = None
+            peer.scid_nodes_sent.clear()
+            await peer.conn.send(wire.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
 
     # -- the pipeline's own loop ----------------------------------------------
     async def _process_loop(self) -> None:
@@ -597,14 +875,19 @@ class Node:
                 size = 256 if self._closing else self.config.batch
                 try:
                     await self._process_batch(size)
-                except (GossipError, OSError, ValueError):
-                    # e.g. the output file failed: count it, keep the loop alive
+                except Exception:
+                    # e.g. the output file or an on_accepted callback failed:
+                    # count it, keep the loop alive, let waiting readers retry
                     self.counters["processing_errors"] += 1
                     log.exception("processing a batch failed")
+                    async with self._room:
+                        self._room.notify_all()
                     break
+            self._idle.set()
 
     async def _process_batch(self, batch: int) -> None:
         self._busy_processing = True
+        self._idle.clear()
         try:
             res = await asyncio.to_thread(self.pipeline.process, batch)
         finally:
@@ -641,9 +924,11 @@ class Node:
         # Cancel safety
         Safe to cancel: the processing loop goes on.
         """
+        await self.start()
         while self.pipeline.queued or self._busy_processing:
+            self._idle.clear()
             self._work.set()
-            await asyncio.sleep(0.01)
+            await self._idle.wait()
 
     # -- shutdown -----------------------------------------------------------------
     async def close(self, timeout: float = 10.0) -> CloseReport:
@@ -670,16 +955,14 @@ class Node:
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, (deadline - loop.time()) * 0.3))
         # drain what peers got admitted: the processing loop goes on (in small
-        # batches now) until the queue is empty or the deadline is near
+        # batches now) until the queue is empty or the deadline is near; a
+        # batch in flight is waited for, so what it accepted is written too
         if self._processing is None and self.pipeline.queued:
             await self.start()
-        while (self.pipeline.queued or self._busy_processing) and loop.time() < deadline - 0.05:
-            self._work.set()
-            await asyncio.sleep(0.005)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - 0.05 - loop.time())):
+                await self.drain()
         drained = not self.pipeline.queued and not self._busy_processing
-        # let a batch in flight finish, so what it accepted is written too
-        while self._busy_processing and loop.time() < deadline - 0.01:
-            await asyncio.sleep(0.002)
         if self._processing is not None:
             self._processing.cancel()
             await asyncio.wait({self._processing}, timeout=max(0.0, deadline - loop.time()))
@@ -692,6 +975,37 @@ class Node:
         except GossipError:
             log.exception("syncing the store failed")
         return CloseReport(drained, self.pipeline.queued, loop.time() - t0)
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop, counters: Counter[str]) -> None:
+    """Out of file descriptors, asyncio's server pauses accepting for a
+    second and reports it through the loop's exception handler, by default
+    with a traceback each time; log one line instead (the first time, then
+    every 100th) and count it. Other reports go to the previous handler."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_lngossip_quiet", False):
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (
+            errno.EMFILE,
+            errno.ENFILE,
+            errno.ENOBUFS,
+            errno.ENOMEM,
+        ):
+            counters["accept_out_of_resources"] += 1
+            n = counters["accept_out_of_resources"]
+            if n == 1 or n % 100 == 0:
+                log.warning("accept() failed (%s); pausing accepts for 1 s (%d times)", exc, n)
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler._lngossip_quiet = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 class _Disconnect(GossipError):
