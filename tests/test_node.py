@@ -103,9 +103,7 @@ def test_ping_timer_of_a_dropped_connection_never_kills_the_next_one() -> None:
     async def body() -> None:
         a = await make_node("pa", sync=False, ping_interval=0.1, ping_timeout=0.4)
         # b lets a ping every 0.1 s (its limit raised: the default would fail a)
-        b = await make_node(
-            "pb", sync=False, answer_pings=False, ping_interval=60, max_pings=1000
-        )
+        b = await make_node("pb", sync=False, answer_pings=False, ping_interval=60, max_pings=1000)
         first = await a.connect(b.node_id, *b.addr)  # type: ignore[attr-defined]
         assert first is not None
         await until(lambda: a.counters["pings_sent"] >= 1, what="a ping in flight")
