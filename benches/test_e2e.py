@@ -19,7 +19,7 @@ import pytest
 from lngossip.graph import dump
 from lngossip.ingest import make_pipeline, run
 from lngossip.net.node import Node, NodeConfig
-from lngossip.transport import Keys
+from lngossip.net.transport import Keys
 
 SIGNATURES = 322_172
 

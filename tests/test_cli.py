@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lngossip import readers
-from lngossip.transport import Keys
+from lngossip.net.transport import Keys
 from tests.conftest import CLN_STORE, LNRESEARCH, needs_data, topology
 
 LNGOSSIP = [sys.executable, "-m", "lngossip"]

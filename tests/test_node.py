@@ -20,9 +20,9 @@ import pytest
 from lngossip import ingest
 from lngossip.graph import dump
 from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
-from lngossip.net import messages as wire
+from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
-from lngossip.transport import Keys, TransportError, connect
+from lngossip.net.transport import Keys, TransportError, connect
 from tests.conftest import needs_data, topology
 
 # the first 20,000 topology messages: 5,269 channels with updates and nodes
@@ -222,8 +222,8 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
         )
         flooder_keys = keys("flooder")
         conn = await connect(*victim.addr, flooder_keys, victim.node_id)  # type: ignore[attr-defined]
-        await conn.send(wire.Init(networks=[victim.config.chain_hash]).encode())
-        while wire.message_type(await conn.recv()) != wire.INIT:
+        await conn.send(bolt.Init(networks=[victim.config.chain_hash]).encode())
+        while bolt.message_type(await conn.recv()) != bolt.INIT:
             pass
         sent = 0
 
@@ -320,7 +320,7 @@ def test_garbage_frame_ends_the_connection_with_a_counted_reason() -> None:
     async def body() -> None:
         victim = await make_node("gv", sync=False)
         conn = await connect(*victim.addr, keys("garbage"), victim.node_id)  # type: ignore[attr-defined]
-        await conn.send(wire.Init(networks=[victim.config.chain_hash]).encode())
+        await conn.send(bolt.Init(networks=[victim.config.chain_hash]).encode())
         await until(lambda: keys("garbage").node_id in victim.peers, what="ready")
         conn._writer.write(bytes(range(50)))  # not a BOLT #8 frame: its length MAC fails
         await until(lambda: not victim.connections, what="connection closed")
@@ -379,10 +379,10 @@ def test_init_on_another_chain_and_error_messages_end_the_connection() -> None:
         other = await make_node("other", sync=False)
         p = await mainnet.connect(other.node_id, *other.addr)  # type: ignore[attr-defined]
         assert p is not None
-        await other.peers[mainnet.node_id].conn.send(wire.encode_warning("just so you know"))
+        await other.peers[mainnet.node_id].conn.send(bolt.encode_warning("just so you know"))
         await until(lambda: mainnet.counters["warnings_received"] == 1, what="warning")
         assert mainnet.node_id in other.peers
-        await other.peers[mainnet.node_id].conn.send(wire.encode_error("go away"))
+        await other.peers[mainnet.node_id].conn.send(bolt.encode_error("go away"))
         await p.closed.wait()
         assert p.close_reason == "peer_error"
         for n in (mainnet, testnet, other):

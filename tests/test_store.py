@@ -24,9 +24,9 @@ import pytest
 from lngossip import Graph, Pipeline, gen, readers
 from lngossip.graph import dump
 from lngossip.ingest import make_pipeline, run
-from lngossip.net import messages as wire
+from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
-from lngossip.transport import Keys, connect
+from lngossip.net.transport import Keys, connect
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 LNGOSSIP = [sys.executable, "-m", "lngossip"]
@@ -288,12 +288,12 @@ async def _send_and_confirm(address: tuple[bytes, str, int], msg: bytes) -> None
     node_id, host, port = address
     conn = await connect(host, port, keys("attacker"), node_id)
     try:
-        await conn.send(wire.Init(networks=[MAINNET_CHAIN_HASH]).encode())
-        while wire.message_type(await conn.recv()) != wire.INIT:
+        await conn.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+        while bolt.message_type(await conn.recv()) != bolt.INIT:
             pass
         await conn.send(msg)
-        await conn.send(wire.encode_ping(4))
-        while wire.message_type(await conn.recv()) != wire.PONG:
+        await conn.send(bolt.encode_ping(4))
+        while bolt.message_type(await conn.recv()) != bolt.PONG:
             pass
     finally:
         await conn.close()

@@ -1,4 +1,4 @@
-"""Tests of :mod:`lngossip.transport` (BOLT #8).
+"""Tests of :mod:`lngossip.net.transport` (BOLT #8).
 
 * the BOLT #8 "Appendix A: Transport Test Vectors": handshake acts, session
   keys, the "hello" message encryptions at 0, 1, 500, 501, 1000 and 1001
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from lngossip.errors import ConfigError, GossipError
-from lngossip.transport import (
+from lngossip.net.transport import (
     MAX_MESSAGE_LEN,
     CipherState,
     Connection,

@@ -7,7 +7,7 @@ invalid (the message says which), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -16,63 +16,17 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from lngossip import readers
 from lngossip.errors import GossipError
 from lngossip.ingest import ENGINES, IngestReport, PipelineLike, make_pipeline, replay_as_peers, run
-from lngossip.wire import DECISIONS, MSG_KINDS
+from lngossip.report import emit_report, fmt_bytes, warn_damage
+from lngossip.wire import MSG_KINDS
 
 __all__ = ["main"]
 
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def print_report(report: IngestReport, console: Console, title: str) -> None:
-    """Print the decisions table and the throughput/memory summary."""
-    shown = [d for d in DECISIONS if any(report.decisions[k][d] for k in MSG_KINDS)]
-    table = Table(title=title)
-    table.add_column("message type")
-    for d in shown:
-        table.add_column(d, justify="right")
-    table.add_column("total", justify="right")
-    for kind in MSG_KINDS:
-        row = report.decisions[kind]
-        total = sum(row.values())
-        if kind == "unknown" and not total:
-            continue
-        table.add_row(kind, *(f"{row[d]:,}" for d in shown), f"{total:,}")
-    console.print(table)
-    summary = Table(show_header=False, box=None)
-    summary.add_column(justify="right", style="bold")
-    summary.add_column()
-    rows = [
-        ("engine", report.engine),
-        ("messages", f"{report.messages:,}"),
-        ("signatures verified", f"{report.signatures_verified:,}"),
-        ("elapsed", f"{report.elapsed_s:.2f} s"),
-        ("messages/s", f"{report.messages_per_s:,.0f}"),
-        ("signatures/s", f"{report.signatures_per_s:,.0f}"),
-        ("queue high-water", _fmt_bytes(report.queue_high_water_bytes)),
-        ("peak RSS", _fmt_bytes(report.peak_rss_bytes)),
-        ("resyncs", f"{report.resyncs:,}"),
-        ("skipped bytes", f"{report.skipped_bytes:,}"),
-        ("orphans evicted", f"{report.orphans_evicted:,}"),
-    ]
-    if any(report.malformed_reasons.values()):
-        reasons = ", ".join(f"{k} {v}" for k, v in report.malformed_reasons.items() if v)
-        rows.append(("malformed reasons", reasons))
-    if report.accepted_written:
-        rows.append(("written", f"{report.accepted_written:,} accepted messages"))
-    for r in rows:
-        summary.add_row(*r)
-    console.print(summary)
+#: Largest ``--threads``: more verification threads than this only cost memory.
+MAX_THREADS = 1024
 
 
 def _drive(
@@ -120,7 +74,7 @@ def _drive(
                     description=(
                         f"{n:,} messages  {acc:,} accepted  "
                         f"{c['signatures_verified']:,} signatures  "
-                        f"queue {_fmt_bytes(c['queue_bytes'])}"
+                        f"queue {fmt_bytes(c['queue_bytes'])}"
                     ),
                 )
 
@@ -141,17 +95,6 @@ def _drive(
     return report
 
 
-def emit_report(report: IngestReport, args: argparse.Namespace, title: str) -> None:
-    """Print ``report`` as JSON (``--json``) or as the decisions table."""
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        out = Console()
-        if not out.is_terminal:
-            out = Console(width=160)  # whole column names in logs and pipes
-        print_report(report, out, title)
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
     reports: list[readers.ReadReport] = []
 
@@ -165,6 +108,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report.resyncs = sum(r.resyncs for r in reports)
         report.skipped_bytes = sum(r.skipped_bytes for r in reports)
         report.files = [vars(r) for r in reports]
+        warn_damage(reports)
 
     # Fail on a missing path before any work (without opening it: a pipe
     # would lose the bytes read).
@@ -206,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lngossip",
         description="Ingest Lightning Network gossip (BOLT #7) fast and safely.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log connections, disconnects, bans, timeouts and limits (-v: INFO, -vv: DEBUG)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default WARNING: protocol violations and failures only)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -310,8 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lngossip`` command."""
     args = build_parser().parse_args(argv)
+    level = args.log_level or ("WARNING", "INFO", "DEBUG")[min(args.verbose, 2)]
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     if args.peers < 1 or args.batch < 1:
         print("lngossip: --peers and --batch must be at least 1", file=sys.stderr)
+        return 2
+    threads = getattr(args, "threads", None)
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        print(
+            f"lngossip: --threads must be between 1 and {MAX_THREADS} "
+            f"(this machine has {os.cpu_count()} cores), got {threads}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return int(args.func(args))

@@ -22,9 +22,10 @@ from rich.live import Live
 from lngossip import readers
 from lngossip.errors import ConfigError
 from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_from, run
-from lngossip.net import messages as wire
+from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
-from lngossip.transport import Keys, TransportError, accept
+from lngossip.net.transport import Keys, TransportError, accept
+from lngossip.report import emit_report
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 __all__ = ["cmd_serve", "cmd_sync", "demo_tcp", "parse_peer"]
@@ -253,8 +254,6 @@ async def sync_from(
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """``lngossip sync``: sync from peers and summarise like ``ingest``."""
-    from lngossip.cli import emit_report
-
     peers = [parse_peer(p) for p in args.addresses]
     err = Console(stderr=True, soft_wrap=True)
     show = err if err.is_terminal and not args.no_progress else None
@@ -298,8 +297,8 @@ async def _bad_peer(msgs: list[bytes], keys: Keys, ready: asyncio.Event, port: l
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             conn = await accept(reader, writer, keys)
-            await conn.send(wire.Init(networks=[MAINNET_CHAIN_HASH]).encode())
-            while wire.message_type(await conn.recv()) != wire.INIT:
+            await conn.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            while bolt.message_type(await conn.recv()) != bolt.INIT:
                 pass
             for m in msgs:
                 await conn.send(m)

@@ -50,10 +50,11 @@ import io
 import lzma
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Final, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -156,6 +157,9 @@ class ReadReport:
             whose plausible header announces more bytes than the data holds.
             Reported, not yielded.
         bad_lines: hex format only: lines that are not a valid hex message.
+        damage: why the compressed data could not be read to its end
+            (truncated or corrupt ``.xz``, ``.gz``, ``.bz2``): every complete
+            message before the damage was yielded; empty when there was none.
     """
 
     path: str
@@ -168,6 +172,7 @@ class ReadReport:
     internal: int = 0
     truncated_tail_bytes: int = 0
     bad_lines: int = 0
+    damage: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -605,7 +610,79 @@ class _Chain(io.RawIOBase):
             super().close()
 
 
-def open_maybe_compressed(path: str | os.PathLike[str]) -> BinaryIO:
+class _Decompress(io.RawIOBase):
+    """Decompress ``f`` (xz, gzip or bzip2; concatenated streams too) as a raw
+    stream that ends, instead of raising, where the compressed data is
+    truncated or corrupt, and says why through ``on_damage``. Everything
+    decodable before the damage is returned (``lzma.LZMAFile`` and friends
+    drop what their decompressor holds when the input ends early). Output
+    per call is bounded by the caller's buffer, so a small corrupt input
+    cannot expand without bound. Closing it closes ``f``."""
+
+    def __init__(self, f: BinaryIO, codec: str, on_damage: Callable[[str], None]) -> None:
+        self._f = f
+        self._codec = codec
+        self._on_damage = on_damage
+        self._d: Any = self._new()
+        self._tail = b""  # zlib: input not consumed yet
+        self._done = False
+
+    def _new(self) -> Any:
+        if self._codec == "xz":
+            return lzma.LZMADecompressor()
+        if self._codec == "gzip":
+            return zlib.decompressobj(wbits=31)
+        return bz2.BZ2Decompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def _damaged(self, why: str) -> int:
+        self._done = True
+        self._on_damage(why)
+        return 0
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._done:
+            try:
+                if self._d.eof:  # the end of one stream: another may follow
+                    rest = self._d.unused_data or self._f.read(_CHUNK)
+                    if not rest:
+                        self._done = True
+                        return 0
+                    self._d, self._tail = self._new(), b""
+                    data = self._d.decompress(rest, len(view))
+                else:
+                    zlib_tail = self._codec == "gzip" and self._d.unconsumed_tail
+                    needs = not zlib_tail if self._codec == "gzip" else self._d.needs_input
+                    raw = b""
+                    if needs:
+                        raw = self._f.read(_CHUNK)
+                        if not raw:
+                            return self._damaged(
+                                "EOFError: the compressed data ends before its end-of-stream marker"
+                            )
+                    elif self._codec == "gzip":
+                        raw = self._d.unconsumed_tail
+                    data = self._d.decompress(raw, len(view))
+            except (lzma.LZMAError, zlib.error, OSError, EOFError) as e:
+                return self._damaged(f"{type(e).__name__}: {e}")
+            if data:
+                view[: len(data)] = data
+                return len(data)
+        return 0
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            super().close()
+
+
+def open_maybe_compressed(
+    path: str | os.PathLike[str], on_damage: Callable[[str], None] | None = None
+) -> BinaryIO:
     """Open ``path`` for binary reading, decompressing on the fly if needed.
 
     The compression is recognised by the file's first bytes, not its name:
@@ -614,6 +691,10 @@ def open_maybe_compressed(path: str | os.PathLike[str]) -> BinaryIO:
     plain file. The returned stream decompresses incrementally and closes the
     underlying file when it is closed. Non-seekable files (pipes,
     ``/dev/stdin``) work too; the file is opened only once.
+
+    With ``on_damage``, compressed data that is truncated or corrupt ends the
+    stream at the damage (instead of raising ``EOFError``, ``LZMAError``,
+    ``zlib.error`` or ``OSError`` mid-read) and ``on_damage`` gets the reason.
 
     Raises:
         OSError: the file cannot be opened.
@@ -629,6 +710,8 @@ def open_maybe_compressed(path: str | os.PathLike[str]) -> BinaryIO:
             codec = "bz2"
         else:
             return f
+        if on_damage is not None:
+            return io.BufferedReader(_Decompress(f, codec, on_damage), _CHUNK)
         if f.seekable():
             # A regular file: let the decompressor open (and own) it.
             f.close()
@@ -721,6 +804,8 @@ def iter_messages(
     ``report``, if given, is filled in as the messages are read (its ``path``
     is set if empty, its ``format`` always); pass one to learn about
     resynchronisations, skipped and truncated bytes, deleted records etc.
+    Truncated or corrupt compressed data ends the messages at the damage
+    (every complete message before it is yielded) and sets ``report.damage``.
 
     Raises:
         ValueError: ``fmt`` is not in :data:`FORMATS` (raised immediately).
@@ -738,11 +823,21 @@ def iter_messages(
 
 
 def _iter_messages(path: str | os.PathLike[str], report: ReadReport, fmt: str) -> Iterator[bytes]:
-    with open_maybe_compressed(path) as raw:
+    def damaged(why: str) -> None:
+        report.damage = why
+
+    with open_maybe_compressed(path, damaged) as raw:
         stream: BinaryIO = raw
         if fmt == "auto":
             head = _read_at_least(raw, _HEAD)
-            fmt = detect_format(head)
+            try:
+                fmt = detect_format(head)
+            except UnknownFormat as e:
+                if report.damage:  # not even the start could be decompressed
+                    raise UnknownFormat(
+                        f"{report.path}: damaged compressed data: {report.damage}"
+                    ) from e
+                raise
             if raw.seekable():
                 raw.seek(0)
             else:  # a pipe: replay the head, then the rest

@@ -44,8 +44,8 @@ from typing import Any
 
 from lngossip.errors import ConfigError, GossipError, MalformedMessage
 from lngossip.ingest import PipelineLike, make_pipeline
-from lngossip.net import messages as wire
-from lngossip.transport import Connection, Keys, TransportError, accept, connect
+from lngossip.net import messages as bolt
+from lngossip.net.transport import Connection, Keys, TransportError, accept, connect
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 __all__ = ["CloseReport", "Node", "NodeConfig", "Peer"]
@@ -137,7 +137,7 @@ class Peer:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     pong: asyncio.Event = field(default_factory=asyncio.Event)
     last_rx: float = field(default_factory=time.monotonic)
-    init: wire.Init | None = None
+    init: bolt.Init | None = None
     close_reason: str = ""
     invalid_signatures: int = 0
     gossip_received: int = 0
@@ -151,11 +151,11 @@ class Peer:
     outbox_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: Its ``query_channel_range`` being answered, and the last id sent.
-    range_query: wire.QueryChannelRange | None = None
+    range_query: bolt.QueryChannelRange | None = None
     range_after: int | None = None
     range_first: int = 0
     #: Its ``query_short_channel_ids`` being answered, and how many ids are done.
-    scid_query: wire.QueryShortChannelIds | None = None
+    scid_query: bolt.QueryShortChannelIds | None = None
     scid_done: int = 0
     scid_nodes_sent: set[bytes] = field(default_factory=set)
     #: Its ``gossip_timestamp_filter`` and the dump cursor (``None``: dump done).
@@ -169,7 +169,7 @@ class Peer:
     scid_chunk_ids: int = 0
     query_in_flight: bool = False
     #: Our outstanding ``query_channel_range`` (replies are taken only for it).
-    our_range: wire.QueryChannelRange | None = None
+    our_range: bolt.QueryChannelRange | None = None
     #: When our outstanding query (range or ids) times out (monotonic seconds).
     query_deadline: float | None = None
 
@@ -479,14 +479,14 @@ class Node:
             await self._forget(peer)
 
     async def _exchange_init(self, peer: Peer) -> None:
-        init = wire.Init(networks=[self.config.chain_hash])
+        init = bolt.Init(networks=[self.config.chain_hash])
         await peer.conn.send(init.encode())
         async with asyncio.timeout(self.config.handshake_timeout):
             while True:
                 msg = await peer.conn.recv()
-                if wire.message_type(msg) == wire.INIT:
+                if bolt.message_type(msg) == bolt.INIT:
                     try:
-                        peer.init = wire.Init.decode(msg)
+                        peer.init = bolt.Init.decode(msg)
                     except MalformedMessage as e:
                         # BOLT #1: unknown even TLV types and TLV types out of
                         # order fail the connection
@@ -494,7 +494,7 @@ class Node:
                     break
                 self.counters["before_init_ignored"] += 1
         assert peer.init is not None
-        unknown = wire.unknown_required_features(peer.init.features)
+        unknown = bolt.unknown_required_features(peer.init.features)
         if unknown:
             # BOLT #1: the receiver of an unknown even feature bit MUST fail the connection
             bits = ",".join(map(str, sorted(unknown)))
@@ -507,7 +507,7 @@ class Node:
         """Send a BOLT #1 ``error`` and end the connection with ``reason``."""
         log.warning("peer %s: %s; failing the connection", peer.node_id.hex()[:16], text)
         with contextlib.suppress(TransportError, OSError):
-            await peer.conn.send(wire.encode_error(text))
+            await peer.conn.send(bolt.encode_error(text))
         raise _Disconnect(reason)
 
     async def _warn_and_close(self, peer: Peer, text: str, reason: str) -> None:
@@ -515,7 +515,7 @@ class Node:
         log.warning("peer %s: %s; disconnecting", peer.node_id.hex()[:16], text)
         self.counters[f"protocol_violation:{reason}"] += 1
         with contextlib.suppress(TransportError, OSError):
-            await peer.conn.send(wire.encode_warning(text))
+            await peer.conn.send(bolt.encode_warning(text))
         raise _Disconnect(reason)
 
     def _become_ready(self, peer: Peer) -> bool:
@@ -586,12 +586,12 @@ class Node:
         ch = self.config.chain_hash
         if self.config.sync_mode == "query":
             # new gossip from now on, and the backlog channel by channel
-            await peer.conn.send(wire.GossipTimestampFilter(ch, int(time.time())).encode())
-            peer.our_range = wire.QueryChannelRange(ch)
+            await peer.conn.send(bolt.GossipTimestampFilter(ch, int(time.time())).encode())
+            peer.our_range = bolt.QueryChannelRange(ch)
             peer.query_deadline = time.monotonic() + self.config.query_timeout
             await peer.conn.send(peer.our_range.encode())
         else:
-            f = wire.GossipTimestampFilter(ch, self.config.first_timestamp)
+            f = bolt.GossipTimestampFilter(ch, self.config.first_timestamp)
             await peer.conn.send(f.encode())
 
     async def _query_next_chunk(self, peer: Peer) -> None:
@@ -603,7 +603,7 @@ class Node:
         peer.scid_chunk_ids -= len(chunk)
         peer.query_in_flight = True
         peer.query_deadline = time.monotonic() + self.config.query_timeout
-        await peer.conn.send(wire.QueryShortChannelIds(self.config.chain_hash, chunk).encode())
+        await peer.conn.send(bolt.QueryShortChannelIds(self.config.chain_hash, chunk).encode())
 
     async def _fall_back_to_filter(self, peer: Peer, why: str) -> None:
         """Our query was refused or not answered: ask for everything since
@@ -619,11 +619,11 @@ class Node:
             self._requested_scids.difference_update(chunk)
         peer.scid_chunks.clear()
         peer.scid_chunk_ids = 0
-        f = wire.GossipTimestampFilter(self.config.chain_hash, self.config.first_timestamp)
+        f = bolt.GossipTimestampFilter(self.config.chain_hash, self.config.first_timestamp)
         await peer.conn.send(f.encode())
         peer.sync_done.set()
 
-    def _take_reply_range(self, peer: Peer, r: wire.ReplyChannelRange) -> list[int]:
+    def _take_reply_range(self, peer: Peer, r: bolt.ReplyChannelRange) -> list[int]:
         """The ids of a ``reply_channel_range`` to take: only while our query is
         outstanding, only inside its block range, and within ``max_scids``."""
         q = peer.our_range
@@ -658,7 +658,7 @@ class Node:
                 await asyncio.sleep(cfg.ping_interval - idle)
                 continue
             peer.pong.clear()
-            await self._enqueue(peer, wire.encode_ping(8))
+            await self._enqueue(peer, bolt.encode_ping(8))
             self.counters["pings_sent"] += 1
             try:
                 async with asyncio.timeout(cfg.ping_timeout):
@@ -674,18 +674,18 @@ class Node:
         while True:
             msg = await peer.conn.recv()
             peer.last_rx = time.monotonic()
-            t = wire.message_type(msg)
+            t = bolt.message_type(msg)
             if t in GOSSIP_TYPES:
                 peer.gossip_received += 1
                 self.counters["gossip_received"] += 1
                 self.last_gossip_at = peer.last_rx
                 await self._admit(pid, msg)
-            elif t == wire.PING:
+            elif t == bolt.PING:
                 await self._on_ping(peer, msg)
-            elif t == wire.PONG:
+            elif t == bolt.PONG:
                 peer.pong.set()
-            elif t == wire.GOSSIP_TIMESTAMP_FILTER:
-                f = wire.GossipTimestampFilter.decode(msg)
+            elif t == bolt.GOSSIP_TIMESTAMP_FILTER:
+                f = bolt.GossipTimestampFilter.decode(msg)
                 if f.chain_hash == ch:
                     # BOLT #7: a new filter replaces the previous one
                     if peer.dump_cursor is not None:
@@ -693,34 +693,34 @@ class Node:
                     peer.filter = (f.first_timestamp, f.timestamp_range)
                     peer.dump_cursor = b""
                     peer.wake.set()
-            elif t == wire.QUERY_CHANNEL_RANGE:
+            elif t == bolt.QUERY_CHANNEL_RANGE:
                 if peer.range_query is not None:
                     await self._warn_and_close(
                         peer,
                         "query_channel_range before the previous one was answered",
                         "queries_piled_up",
                     )
-                q = wire.QueryChannelRange.decode(msg)
+                q = bolt.QueryChannelRange.decode(msg)
                 peer.range_query, peer.range_after, peer.range_first = q, None, q.first_blocknum
                 peer.wake.set()
-            elif t == wire.QUERY_SHORT_CHANNEL_IDS:
+            elif t == bolt.QUERY_SHORT_CHANNEL_IDS:
                 if peer.scid_query is not None:
                     await self._warn_and_close(
                         peer,
                         "query_short_channel_ids before the previous one was answered",
                         "queries_piled_up",
                     )
-                peer.scid_query, peer.scid_done = wire.QueryShortChannelIds.decode(msg), 0
+                peer.scid_query, peer.scid_done = bolt.QueryShortChannelIds.decode(msg), 0
                 peer.wake.set()
-            elif t == wire.REPLY_CHANNEL_RANGE:
-                new = self._take_reply_range(peer, wire.ReplyChannelRange.decode(msg))
-                step = wire.MAX_SCIDS_PER_MESSAGE
+            elif t == bolt.REPLY_CHANNEL_RANGE:
+                new = self._take_reply_range(peer, bolt.ReplyChannelRange.decode(msg))
+                step = bolt.MAX_SCIDS_PER_MESSAGE
                 peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
                 peer.scid_chunk_ids += len(new)
                 await self._query_next_chunk(peer)
                 if peer.our_range is None and not peer.query_in_flight:
                     peer.sync_done.set()
-            elif t == wire.REPLY_SHORT_CHANNEL_IDS_END:
+            elif t == bolt.REPLY_SHORT_CHANNEL_IDS_END:
                 if not peer.query_in_flight:
                     self.counters["unsolicited_reply_short_channel_ids_end"] += 1
                     continue
@@ -728,16 +728,16 @@ class Node:
                 await self._query_next_chunk(peer)
                 if not peer.scid_chunks and not peer.query_in_flight and peer.our_range is None:
                     peer.sync_done.set()
-            elif t == wire.ERROR:
+            elif t == bolt.ERROR:
                 self.counters["errors_received"] += 1
                 log.info("peer %s sent an error; disconnecting", peer.node_id.hex()[:16])
                 raise _Disconnect("peer_error")
-            elif t == wire.WARNING:
+            elif t == bolt.WARNING:
                 self.counters["warnings_received"] += 1
                 if peer.our_range is not None or peer.query_in_flight:
                     # e.g. LDK answers query_short_channel_ids with "Not implemented"
                     await self._fall_back_to_filter(peer, "refused")
-            elif t == wire.INIT:
+            elif t == bolt.INIT:
                 self.counters["duplicate_init"] += 1
             elif t % 2 == 0:
                 # BOLT #1: an unknown even type must fail the connection
@@ -753,9 +753,9 @@ class Node:
             peer.pings.popleft()
         if len(peer.pings) > self.config.max_pings:
             await self._warn_and_close(peer, "too many pings", "ping_flood")
-        n = wire.decode_ping(msg)
-        if self.config.answer_pings and n < wire.PONG_BYTES_IGNORED:
-            await self._enqueue(peer, wire.encode_pong(n))
+        n = bolt.decode_ping(msg)
+        if self.config.answer_pings and n < bolt.PONG_BYTES_IGNORED:
+            await self._enqueue(peer, bolt.encode_pong(n))
 
     async def _enqueue(self, peer: Peer, msg: bytes) -> None:
         """Queue a small message for the peer's sender; a peer whose queue
@@ -827,7 +827,7 @@ class Node:
         the queried blocks in order and without gaps (BOLT #7)."""
         q = peer.range_query
         assert q is not None
-        step = wire.MAX_SCIDS_PER_MESSAGE
+        step = bolt.MAX_SCIDS_PER_MESSAGE
         end = min(q.first_blocknum + q.number_of_blocks, 0xFFFFFFFF)
         chunk = self.pipeline.graph.short_channel_ids_in_blocks(
             q.first_blocknum, q.number_of_blocks, peer.range_after, step + 1
@@ -836,7 +836,7 @@ class Node:
         chunk = chunk[:step]
         upto = end if last else min((chunk[-1] >> 40) + 1, end)
         first = peer.range_first
-        reply = wire.ReplyChannelRange(q.chain_hash, first, max(upto - first, 1), 1, chunk)
+        reply = bolt.ReplyChannelRange(q.chain_hash, first, max(upto - first, 1), 1, chunk)
         if last:
             peer.range_query = None
         else:
@@ -863,7 +863,7 @@ class Node:
         if peer.scid_done >= len(q.short_channel_ids):
             peer.scid_query = None
             peer.scid_nodes_sent.clear()
-            await peer.conn.send(wire.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
+            await peer.conn.send(bolt.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
 
     # -- the pipeline's own loop ----------------------------------------------
     async def _process_loop(self) -> None:
@@ -914,7 +914,7 @@ class Node:
             self._banned[node_id] = time.monotonic() + self.config.ban_seconds
             self.counters["bans"] += 1
             with contextlib.suppress(TransportError, OSError):
-                await peer.conn.send(wire.encode_warning("too many invalid signatures"))
+                await peer.conn.send(bolt.encode_warning("too many invalid signatures"))
             peer.close_reason = "banned"
             self._cancel(peer)
 

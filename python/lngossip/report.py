@@ -1,0 +1,96 @@
+"""Printing what a run did: the decisions table and summary of ``ingest``,
+``demo`` and ``sync`` (or one JSON object), and one stderr line per damaged
+input. Shared by :mod:`lngossip.cli` and :mod:`lngossip.netcli`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from lngossip import readers
+from lngossip.ingest import IngestReport
+from lngossip.wire import DECISIONS, MSG_KINDS
+
+__all__ = ["emit_report", "fmt_bytes", "print_report", "warn_damage"]
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def print_report(report: IngestReport, console: Console, title: str) -> None:
+    """Print the decisions table and the throughput/memory summary."""
+    shown = [d for d in DECISIONS if any(report.decisions[k][d] for k in MSG_KINDS)]
+    table = Table(title=title)
+    table.add_column("message type")
+    for d in shown:
+        table.add_column(d, justify="right")
+    table.add_column("total", justify="right")
+    for kind in MSG_KINDS:
+        row = report.decisions[kind]
+        total = sum(row.values())
+        if kind == "unknown" and not total:
+            continue
+        table.add_row(kind, *(f"{row[d]:,}" for d in shown), f"{total:,}")
+    console.print(table)
+    summary = Table(show_header=False, box=None)
+    summary.add_column(justify="right", style="bold")
+    summary.add_column()
+    rows = [
+        ("engine", report.engine),
+        ("messages", f"{report.messages:,}"),
+        ("signatures verified", f"{report.signatures_verified:,}"),
+        ("elapsed", f"{report.elapsed_s:.2f} s"),
+        ("messages/s", f"{report.messages_per_s:,.0f}"),
+        ("signatures/s", f"{report.signatures_per_s:,.0f}"),
+        ("queue high-water", fmt_bytes(report.queue_high_water_bytes)),
+        ("peak RSS", fmt_bytes(report.peak_rss_bytes)),
+        ("resyncs", f"{report.resyncs:,}"),
+        ("skipped bytes", f"{report.skipped_bytes:,}"),
+        ("orphans evicted", f"{report.orphans_evicted:,}"),
+    ]
+    if any(report.malformed_reasons.values()):
+        reasons = ", ".join(f"{k} {v}" for k, v in report.malformed_reasons.items() if v)
+        rows.append(("malformed reasons", reasons))
+    if report.accepted_written:
+        rows.append(("written", f"{report.accepted_written:,} accepted messages"))
+    for r in rows:
+        summary.add_row(*r)
+    console.print(summary)
+
+
+def emit_report(report: IngestReport, args: argparse.Namespace, title: str) -> None:
+    """Print ``report`` as JSON (``--json``) or as the decisions table."""
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        out = Console()
+        if not out.is_terminal:
+            out = Console(width=160)  # whole column names in logs and pipes
+        print_report(report, out, title)
+
+
+def warn_damage(reports: list[readers.ReadReport]) -> None:
+    """One line on stderr per damaged input: compressed data cut short or
+    corrupt, framing lost and found again, or a torn last record."""
+    for r in reports:
+        what = []
+        if r.damage:
+            what.append(f"compressed data damaged ({r.damage})")
+        if r.resyncs:
+            what.append(f"{r.resyncs} resyncs skipping {r.skipped_bytes:,} bytes")
+        if r.truncated_tail_bytes:
+            what.append(f"an incomplete last record of {r.truncated_tail_bytes:,} bytes")
+        if what:
+            print(
+                f"lngossip: {r.path}: {'; '.join(what)}; read {r.messages:,} messages up to it",
+                file=sys.stderr,
+            )
