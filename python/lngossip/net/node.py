@@ -506,16 +506,21 @@ class Node:
     async def _fail(self, peer: Peer, text: str, reason: str) -> None:
         """Send a BOLT #1 ``error`` and end the connection with ``reason``."""
         log.warning("peer %s: %s; failing the connection", peer.node_id.hex()[:16], text)
-        with contextlib.suppress(TransportError, OSError):
-            await peer.conn.send(bolt.encode_error(text))
+        await self._last_word(peer, bolt.encode_error(text))
         raise _Disconnect(reason)
+
+    async def _last_word(self, peer: Peer, msg: bytes) -> None:
+        """Send ``msg`` before closing, if the peer takes it within a second
+        (a peer that does not read must not hold the connection open)."""
+        with contextlib.suppress(TransportError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await peer.conn.send(msg)
 
     async def _warn_and_close(self, peer: Peer, text: str, reason: str) -> None:
         """Send a BOLT #1 ``warning`` and end the connection with ``reason``."""
         log.warning("peer %s: %s; disconnecting", peer.node_id.hex()[:16], text)
         self.counters[f"protocol_violation:{reason}"] += 1
-        with contextlib.suppress(TransportError, OSError):
-            await peer.conn.send(bolt.encode_warning(text))
+        await self._last_word(peer, bolt.encode_warning(text))
         raise _Disconnect(reason)
 
     def _become_ready(self, peer: Peer) -> bool:
@@ -913,8 +918,8 @@ class Node:
         if peer.invalid_signatures >= self.config.ban_after_invalid and not self.is_banned(node_id):
             self._banned[node_id] = time.monotonic() + self.config.ban_seconds
             self.counters["bans"] += 1
-            with contextlib.suppress(TransportError, OSError):
-                await peer.conn.send(bolt.encode_warning("too many invalid signatures"))
+            log.info("banned %s: too many invalid signatures", node_id.hex()[:16])
+            await self._last_word(peer, bolt.encode_warning("too many invalid signatures"))
             peer.close_reason = "banned"
             self._cancel(peer)
 

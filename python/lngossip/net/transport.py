@@ -762,16 +762,23 @@ class Connection:
         self._messages_received += 1
         return msg
 
-    async def close(self) -> None:
-        """Close the connection (flushing what :meth:`send` buffered) and
-        wait until the socket is closed. Idempotent; errors of a connection
-        that was already lost are ignored.
+    async def close(self, flush_timeout: float = 1.0) -> None:
+        """Close the connection, flushing what :meth:`send` buffered for at
+        most ``flush_timeout`` seconds, then dropping it (a peer that does
+        not read cannot hold the socket open), and wait until the socket is
+        closed. Idempotent; errors of a connection that was already lost are
+        ignored.
 
         # Cancel safety
         Safe: the close is started before the first ``await``; cancelling
         only stops waiting for it to finish.
         """
         self._writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(flush_timeout):
+                await self._writer.wait_closed()
+            return
+        self._writer.transport.abort()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
 

@@ -1,0 +1,601 @@
+"""A hostile peer against ``lngossip serve`` and ``sync``, one test per
+attack measured on the node before it was bounded (issue 7's table): each
+asserts the bound or the conformance, not just "no crash". Memory is the
+RSS of the ``serve`` process itself, sampled while the attack runs, against
+its own idle RSS (generous ceilings here; BENCHMARKS.md has the figures)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lngossip import Pipeline, gen, readers
+from lngossip.ingest import run
+from lngossip.net import messages as bolt
+from lngossip.net.node import Node, NodeConfig
+from lngossip.net.transport import Connection, Keys, TransportError, accept, connect
+from lngossip.wire import MAINNET_CHAIN_HASH
+from tests.conftest import TOPOLOGY, needs_data
+
+LNGOSSIP = [sys.executable, "-m", "lngossip"]
+MIB = 1 << 20
+
+
+def keys(label: str) -> Keys:
+    return Keys(hashlib.sha256(label.encode()).digest())
+
+
+def rss(pid: int) -> int:
+    """Resident set size of process ``pid`` now, in bytes (``VmRSS``)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class Sampler:
+    """Samples a process's RSS every 20 ms in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, rss(pid), threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            with contextlib.suppress(OSError, AssertionError):
+                self.peak = max(self.peak, rss(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.peak
+
+
+@pytest.fixture(scope="module")
+def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole topology dataset in a store (verified once for the module)."""
+    if not TOPOLOGY.exists():
+        pytest.skip("../shared/data/topology is missing")
+    path = tmp_path_factory.mktemp("hostile") / "topology.store"
+    p = Pipeline(store=path)
+    run(p, ((0, m) for m in readers.iter_messages(TOPOLOGY)))
+    p.sync_store()
+    return path
+
+
+@contextlib.contextmanager
+def serving(store: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc = subprocess.Popen(
+        [*LNGOSSIP, "-v", "serve", "--listen", "127.0.0.1:0", "--store", str(store), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    address = proc.stdout.readline().strip()
+    try:
+        assert "@127.0.0.1:" in address, proc.stderr.read()
+        yield proc, address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def split(address: str) -> tuple[bytes, str, int]:
+    node_hex, hp = address.split("@")
+    host, port = hp.rsplit(":", 1)
+    return bytes.fromhex(node_hex), host, int(port)
+
+
+async def hello(address: str, label: str, init: bytes | None = None) -> Connection:
+    """Connect as a peer and exchange ``init``; the peer's init is read."""
+    node_id, host, port = split(address)
+    conn = await connect(host, port, keys(label), node_id)
+    await conn.send(init or bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+    while bolt.message_type(await conn.recv()) != bolt.INIT:
+        pass
+    return conn
+
+
+async def closed_by_peer(conn: Connection, within: float = 30.0) -> list[int]:
+    """Read until the peer closes the connection; the message types read."""
+    types: list[int] = []
+    with contextlib.suppress(TransportError, OSError):
+        async with asyncio.timeout(within):
+            while True:
+                types.append(bolt.message_type(await conn.recv()))
+    await conn.close()
+    return types
+
+
+@contextlib.asynccontextmanager
+async def fake_peer(
+    server_keys: Keys, handle: Callable[[Connection], Awaitable[None]]
+) -> AsyncIterator[int]:
+    """A hand-written peer on loopback: ``handle`` gets each accepted
+    connection; on exit every handler is cancelled and every socket closed.
+    Yields the port."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        tasks.add(me)
+        try:
+            c = await accept(r, w, server_keys)
+            await handle(c)
+        except (TransportError, OSError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+            tasks.discard(me)
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1]
+    finally:
+        srv.close()
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await srv.wait_closed()
+
+
+def honest_sync(address: str, out: list[dict[str, object]]) -> threading.Thread:
+    def go() -> None:
+        r = subprocess.run(
+            [*LNGOSSIP, "sync", address, "--policy", "archive", "--until-idle", "3", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        out.append(json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr})
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t
+
+
+def attack_serve(
+    store: Path, attack: Callable[[str], Awaitable[None]], *, with_honest: bool = False
+) -> tuple[int, str, list[dict[str, object]]]:
+    """Run ``attack(address)`` against a ``serve`` of ``store``; returns the
+    RSS growth over idle, serve's log, and the honest sync's report."""
+    honest: list[dict[str, object]] = []
+    with serving(store) as (proc, address):
+        time.sleep(0.5)
+        idle = rss(proc.pid)
+        sampler = Sampler(proc.pid)
+        t = honest_sync(address, honest) if with_honest else None
+        asyncio.run(attack(address))
+        if t is not None:
+            t.join()
+        peak = sampler.stop()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+    return peak - idle, log, honest
+
+
+# -- serving -----------------------------------------------------------------------------
+
+
+@needs_data
+def test_query_channel_range_flood_from_a_reader_that_never_reads(topology_store: Path) -> None:
+    """1,000 queries over the whole range, never reading: the second query
+    before the first is answered gets a warning and the connection closes;
+    serve stays within 100 MiB of idle and an honest peer syncs meanwhile
+    (before: +981 MiB)."""
+
+    async def attack(address: str) -> None:
+        conn = await hello(address, "range-flooder")
+        q = bolt.QueryChannelRange(MAINNET_CHAIN_HASH).encode()
+        with contextlib.suppress(TransportError, OSError, TimeoutError):
+            async with asyncio.timeout(30):
+                for _ in range(1000):
+                    await conn.send(q)
+        await asyncio.sleep(1)
+        types = await closed_by_peer(conn)
+        assert bolt.WARNING in types
+
+    growth, log, honest = attack_serve(topology_store, attack, with_honest=True)
+    assert growth < 100 * MIB, growth
+    assert "query_channel_range before the previous one was answered" in log
+    assert honest and honest[0].get("messages") == 169_748, honest
+
+
+@needs_data
+def test_filters_and_scid_queries_from_a_peer_that_never_reads(topology_store: Path) -> None:
+    """300 ``gossip_timestamp_filter``s (each replaces the last: one dump at a
+    time) and then ``query_short_channel_ids`` of 8,000 ids piled up, never
+    reading: bounded, and the piled-up query closes the connection (before:
+    +118 MiB and +112 MiB)."""
+    scids = [struct.unpack_from(">Q", m, 292)[0] for m in _announcements(8000)]
+
+    async def attack(address: str) -> None:
+        conn = await hello(address, "filter-flooder")
+        f = bolt.GossipTimestampFilter(MAINNET_CHAIN_HASH, 0).encode()
+        q = bolt.QueryShortChannelIds(MAINNET_CHAIN_HASH, scids).encode()
+        # the node stops reading a peer it dropped: sends then block, hence the timeout
+        with contextlib.suppress(TransportError, OSError, TimeoutError):
+            async with asyncio.timeout(30):
+                for _ in range(300):
+                    await conn.send(f)
+                for _ in range(300):
+                    await conn.send(q)
+        await asyncio.sleep(1)
+        await closed_by_peer(conn)
+
+    growth, log, _ = attack_serve(topology_store, attack)
+    assert growth < 100 * MIB, growth
+    assert "query_short_channel_ids before the previous one was answered" in log
+
+
+def _announcements(n: int) -> list[bytes]:
+    out = []
+    for m in readers.iter_messages(TOPOLOGY):
+        if m[:2] == b"\x01\x00":
+            out.append(m)
+            if len(out) == n:
+                break
+    return out
+
+
+@needs_data
+def test_a_new_filter_replaces_the_old_one(topology_store: Path) -> None:
+    """20 filters from a peer that reads: it gets about one dump, not 20
+    (BOLT #7: a new filter replaces the previous one; before: 535 MB)."""
+    received = 0
+
+    async def attack(address: str) -> None:
+        nonlocal received
+        conn = await hello(address, "filter-reader")
+        f = bolt.GossipTimestampFilter(MAINNET_CHAIN_HASH, 0).encode()
+        for _ in range(20):
+            await conn.send(f)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                async with asyncio.timeout(3):
+                    m = await conn.recv()
+                if bolt.message_type(m) in (256, 257, 258):
+                    received += 1
+        await conn.close()
+
+    attack_serve(topology_store, attack)
+    # one whole dump, plus what the first filters' dumps sent before being replaced
+    assert 169_748 <= received < 2 * 169_748, received
+
+
+def test_pings_asking_for_big_pongs_are_rate_limited() -> None:
+    """2,000 pings asking for 65,531-byte pongs: at most ``max_pings`` are
+    answered, then the peer is warned and disconnected (before: all 2,000
+    answered, 131 MB out for 160 KB in)."""
+
+    async def body() -> None:
+        async with Node(keys("pinged"), config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "pinger")
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(30):
+                    for _ in range(2000):
+                        await conn.send(bolt.encode_ping(65531))
+            types = await closed_by_peer(conn)
+            assert types.count(bolt.PONG) <= node.config.max_pings
+            assert bolt.WARNING in types
+            assert node.counters["closed:ping_flood"] == 1
+
+    asyncio.run(body())
+
+
+# -- BOLT #1 init ---------------------------------------------------------------------
+
+
+def _init_with(features: set[int] = frozenset(), tlvs: bytes | None = None) -> bytes:  # type: ignore[assignment]
+    base = bolt.Init(features=set(features), networks=None).encode()
+    if tlvs is None:
+        return bolt.Init(features=set(features), networks=[MAINNET_CHAIN_HASH]).encode()
+    return base + tlvs
+
+
+BAD_INITS = {
+    "unknown_required_feature": _init_with({100}),
+    "unknown_even_tlv": _init_with(tlvs=bytes([2, 1, 0])),
+    "tlv_order": _init_with(tlvs=bytes([3, 1, 0, 1, 32]) + MAINNET_CHAIN_HASH),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INITS))
+def test_bad_init_fails_the_connection_both_ways(case: str) -> None:
+    """BOLT #1: an ``init`` with an unknown even feature bit, an unknown even
+    TLV type or TLV types out of order fails the connection, whether the
+    peer dialled us (server) or we dialled it (client)."""
+    bad = BAD_INITS[case]
+    reason = case if case == "unknown_required_feature" else f"init_{case}"
+
+    async def body() -> None:
+        async with Node(keys("strict"), config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            # as server
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "bad-client", bad)
+            assert bolt.ERROR in await closed_by_peer(conn, 10)
+            assert node.counters[f"closed:{reason}"] == 1
+            # as client: a server that answers with the bad init
+            server_keys = keys("bad-server")
+
+            async def handle(c: Connection) -> None:
+                await c.send(bad)
+                await closed_by_peer(c, 10)
+
+            async with fake_peer(server_keys, handle) as sport:
+                with pytest.raises(TransportError) as e:
+                    await node.connect(server_keys.node_id, "127.0.0.1", sport)
+            assert e.value.detail == reason
+
+    asyncio.run(body())
+
+
+# -- client side ---------------------------------------------------------------------
+
+
+def test_unsolicited_replies_are_not_taken() -> None:
+    """A server that pushes ``reply_channel_range`` of 8,000 random ids, 500
+    times, at a ``sync`` that asked nothing (filter mode): every id is
+    ignored and counted, none is remembered (before: 617 MiB after 827)."""
+    rng = random.Random(3)
+
+    async def body() -> None:
+        server_keys = keys("pusher")
+        done = asyncio.Event()
+
+        async def handle(c: Connection) -> None:
+            await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            for _ in range(500):
+                ids = sorted(rng.getrandbits(64) for _ in range(8000))
+                reply = bolt.ReplyChannelRange(MAINNET_CHAIN_HASH, 0, 0xFFFFFFFF, 1, ids)
+                await c.send(reply.encode())
+            done.set()
+            await closed_by_peer(c, 30)
+
+        async with fake_peer(server_keys, handle) as port, Node(keys("victim")) as node:
+            await node.connect(server_keys.node_id, "127.0.0.1", port)
+            await done.wait()
+            for _ in range(200):
+                if node.counters["unsolicited_reply_channel_range"] == 500:
+                    break
+                await asyncio.sleep(0.05)
+            assert node.counters["unsolicited_reply_channel_range"] == 500
+            assert not node._requested_scids
+            assert all(not p.scid_chunks for p in node.peers.values())
+
+    asyncio.run(body())
+
+
+def test_query_refused_with_a_warning_falls_back_to_the_filter() -> None:
+    """A server that answers ``query_channel_range`` with a warning (as LDK
+    does to ``query_short_channel_ids``): the client asks with
+    ``gossip_timestamp_filter`` instead, counts and logs the fallback."""
+    graph = gen.synthetic_graph(20, 10, seed=5)
+
+    async def body() -> None:
+        server_keys = keys("ldk-like")
+        got_filter = asyncio.Event()
+
+        async def handle(c: Connection) -> None:
+            await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            filters = 0
+            while True:
+                m = await c.recv()
+                t = bolt.message_type(m)
+                if t == bolt.QUERY_CHANNEL_RANGE:
+                    await c.send(bolt.encode_warning("Not implemented"))
+                elif t == bolt.GOSSIP_TIMESTAMP_FILTER:
+                    filters += 1
+                    if filters == 2:  # the first one is "from now on"
+                        for g in graph.messages():
+                            await c.send(g)
+                        got_filter.set()
+
+        pipeline = Pipeline(policy="archive")
+        cfg = NodeConfig(sync_mode="query")
+        async with (
+            fake_peer(server_keys, handle) as port,
+            Node(keys("asker"), pipeline, config=cfg) as node,
+        ):
+            await node.connect(server_keys.node_id, "127.0.0.1", port)
+            async with asyncio.timeout(20):
+                await got_filter.wait()
+            for _ in range(200):
+                await node.drain()
+                if len(pipeline.graph) == 20:
+                    break
+                await asyncio.sleep(0.05)
+            assert node.counters["query_fallback:refused"] == 1
+            assert len(pipeline.graph) == 20
+
+    asyncio.run(body())
+
+
+# -- connections -----------------------------------------------------------------------
+
+
+def test_connections_from_one_address_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    """200 connections from one address: at most ``max_inbound_per_address``
+    are kept, the rest closed at once and counted, with a log line, not a
+    traceback each; a peer from another address still connects."""
+
+    async def body() -> None:
+        cfg = NodeConfig(sync=False, max_inbound_per_address=8)
+        async with Node(keys("capped"), config=cfg) as node:
+            host, port = await node.listen("127.0.0.1")
+            socks = []
+            for _ in range(200):
+                r, w = await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0))
+                socks.append((r, w))
+            for _ in range(100):
+                if node.counters["refused_connection_limit"] >= 192:
+                    break
+                await asyncio.sleep(0.02)
+            assert node.counters["refused_connection_limit"] == 192
+            assert sum(node._inbound_by_address.values()) == 8
+            # an honest peer from 127.0.0.1 gets in
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "honest")
+            await conn.close()
+            for _, w in socks:
+                w.close()
+
+    with caplog.at_level("INFO", logger="lngossip.net"):
+        asyncio.run(body())
+    lines = [r for r in caplog.records if "refusing connections" in r.getMessage()]
+    assert 1 <= len(lines) <= 3
+    assert not any(r.exc_info for r in caplog.records)
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def _trickle_server(port_out: list[int], stop: threading.Event) -> threading.Thread:
+    """A peer that sends one new valid update every 0.5 s, forever."""
+    graph = gen.synthetic_graph(2, 3, seed=2)
+    k = keys("trickle")
+    port_out.append(0)
+
+    async def main() -> None:
+        async def handle(c: Connection) -> None:
+            await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            for m in graph.channel_announcements:
+                await c.send(m)
+            ts = 1_767_225_600
+            node_keys = [gen.private_key("node", i) for i in range(3)]
+            ann = graph.channel_announcements[0]
+            scid = struct.unpack_from(">Q", ann, 292)[0]
+            n1 = ann[292 + 8 : 292 + 8 + 33]
+            signer = next(x for x in node_keys if gen.node_id(x) == n1)
+            while not stop.is_set():
+                ts += 1
+                await c.send(gen.channel_update(scid, signer, direction=0, timestamp=ts))
+                await asyncio.sleep(0.5)
+
+        async with fake_peer(k, handle) as port:
+            port_out[0] = port
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    t = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    t.start()
+    while not port_out[0]:
+        time.sleep(0.01)
+    return t
+
+
+def test_sync_timeout_ends_a_trickle_and_sigterm_leaves_whole_records(tmp_path: Path) -> None:
+    """A peer sending one valid update every 0.5 s keeps ``--until-idle 5``
+    from ever ending: ``--timeout`` ends it; SIGTERM ends another run
+    cleanly: summary printed, the ``--out`` file ends on a record boundary."""
+    port: list[int] = []
+    stop = threading.Event()
+    t = _trickle_server(port, stop)
+    address = f"{keys('trickle').node_id.hex()}@127.0.0.1:{port[0]}"
+    base = [*LNGOSSIP, "sync", address, "--policy", "archive", "--until-idle", "5", "--json"]
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([*base, "--timeout", "3"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - t0 < 15
+        d = json.loads(r.stdout)
+        assert d["messages"] >= 3 and d["elapsed_s"] >= 0
+        out = tmp_path / "out.gsp"
+        proc = subprocess.Popen(
+            [*base, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        d = json.loads(stdout)
+        rep = readers.ReadReport(path=str(out))
+        msgs = list(readers.iter_messages(out, rep))
+        assert len(msgs) == d["accepted_written"] > 0
+        assert rep.truncated_tail_bytes == 0 and rep.resyncs == 0
+    finally:
+        stop.set()
+        t.join(5)
+
+
+@needs_data
+def test_truncated_xz_is_ingested_up_to_the_damage(tmp_path: Path) -> None:
+    """The first MiB of the topology file: every complete message in it (6,907)
+    is ingested and written, and the damage is one stderr line naming the file
+    (before: a 42-line EOFError traceback and nothing written)."""
+    cut = tmp_path / "cut.gsp.xz"
+    cut.write_bytes(TOPOLOGY.read_bytes()[: 1 << 20])
+    out = tmp_path / "out.gsp"
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(cut), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["messages"] == 6907
+    assert len(list(readers.iter_messages(out))) == 6907
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(cut) in lines[0] and "damaged" in lines[0]
+    garbage = tmp_path / "garbage.gz"
+    garbage.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(200)))
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(garbage)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and str(garbage) in r.stderr
+
+
+def test_processing_loop_survives_a_failing_callback() -> None:
+    """``on_accepted`` raising does not end the processing loop: it is logged
+    and counted, and later gossip is still processed."""
+    graph = gen.synthetic_graph(30, 12, seed=4)
+    calls = 0
+
+    def flaky(batch: list[bytes]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk full")
+
+    async def body() -> None:
+        cfg = NodeConfig(sync=False, batch=16)
+        async with Node(keys("flaky"), Pipeline(policy="archive"), config=cfg) as node:
+            node.on_accepted = flaky
+            host, port = await node.listen()
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "feeder")
+            for m in graph.messages():
+                await conn.send(m)
+            for _ in range(200):
+                await node.drain()
+                if len(node.pipeline.graph) == 30 and calls > 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert node.counters["processing_errors"] == 1
+            assert len(node.pipeline.graph) == 30 and calls > 1
+            await conn.close()
+
+    asyncio.run(body())
