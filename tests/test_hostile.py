@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from lngossip import Pipeline, gen, readers
+from lngossip.graph import dump
 from lngossip.ingest import run
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
@@ -597,5 +598,48 @@ def test_processing_loop_survives_a_failing_callback() -> None:
             assert node.counters["processing_errors"] == 1
             assert len(node.pipeline.graph) == 30 and calls > 1
             await conn.close()
+
+    asyncio.run(body())
+
+
+# -- relay -------------------------------------------------------------------------
+
+
+def test_relay_in_a_line_reaches_the_end_once_and_never_comes_back() -> None:
+    """A - B - C on loopback: gossip a peer injects at A reaches C exactly
+    once (through B), and nothing comes back to A."""
+    graph = gen.synthetic_graph(50, 20, seed=9)
+    msgs = graph.messages()
+
+    async def body() -> None:
+        cfg = NodeConfig(relay_interval=0)
+        a, b, c = (Node(keys(n), Pipeline(policy="archive"), config=cfg) for n in "ABC")
+        async with a, b, c:
+            a_addr, c_addr = await a.listen(), await c.listen()
+            await b.connect(a.node_id, *a_addr)
+            await b.connect(c.node_id, *c_addr)
+            nodes = (a, b, c)
+            for _ in range(200):  # every link has asked for gossip (filters set)
+                if all(p.filter for n in nodes for p in n.peers.values()):
+                    break
+                await asyncio.sleep(0.02)
+            injector = await hello(f"{a.node_id.hex()}@{a_addr[0]}:{a_addr[1]}", "X")
+            for m in msgs:
+                await injector.send(m)
+            for _ in range(400):
+                for n in nodes:
+                    await n.drain()
+                if set(dump(c.pipeline.graph)) == set(msgs):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # anything on its way back would arrive now
+            for n in nodes:
+                await n.drain()
+            assert set(dump(c.pipeline.graph)) == set(msgs)
+            assert c.counters["gossip_received"] == len(msgs)  # each once
+            assert b.counters["gossip_received"] == len(msgs)
+            assert a.counters["gossip_received"] == len(msgs)  # only from X: none came back
+            assert b.counters["relay_sent"] == len(msgs)
+            await injector.close()
 
     asyncio.run(body())

@@ -36,6 +36,7 @@ import errno
 import itertools
 import logging
 import random
+import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from lngossip.errors import ConfigError, GossipError, MalformedMessage
 from lngossip.ingest import PipelineLike, make_pipeline
 from lngossip.net import messages as bolt
 from lngossip.net.transport import Connection, Keys, TransportError, accept, connect
-from lngossip.wire import MAINNET_CHAIN_HASH
+from lngossip.wire import MAINNET_CHAIN_HASH, parse_message
 
 __all__ = ["CloseReport", "Node", "NodeConfig", "Peer"]
 
@@ -110,6 +111,16 @@ class NodeConfig:
     #: and waiting to be queried (per peer): a bound on what a peer's replies
     #: can make this node hold (mainnet has about 50,000 channels).
     max_scids: int = 1_000_000
+    #: Seconds between relay flushes: accepted gossip goes to every other
+    #: ready peer whose ``gossip_timestamp_filter`` covers it, in batches
+    #: (BOLT #7: staggered, once every 60 s by default); 0 relays after each
+    #: verified batch (tests).
+    relay_interval: float = 60.0
+    #: Bytes of relay one peer may have pending between flushes (only the
+    #: newest message per channel direction or node is kept); past it, and
+    #: past half its outbound queue at a flush, relay to it is dropped and
+    #: counted: a peer that cannot keep up loses relay, it is not buffered.
+    relay_pending_bytes: int = 4 << 20
     #: Inbound connections at most, in all and per remote IP address (LDK
     #: and lnd cap both); more are closed at once and counted.
     max_inbound: int = 256
@@ -162,6 +173,9 @@ class Peer:
     filter: tuple[int, int] | None = None
     dump_cursor: bytes | None = None
     pings: deque[float] = field(default_factory=deque)
+    #: Relay waiting for the next flush, newest message per key, in accept order.
+    relay: dict[tuple[int, int | bytes], bytes] = field(default_factory=dict)
+    relay_bytes: int = 0
     # -- what we asked the peer
     #: ``query_short_channel_ids`` chunks waiting for the previous reply (BOLT #7
     #: allows one query in flight per peer), and their total ids.
@@ -215,6 +229,7 @@ class Node:
         self._room = asyncio.Condition()
         self._processing: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._relaying: asyncio.Task[None] | None = None
         #: set when the processing loop has nothing left to do
         self._idle = asyncio.Event()
         self._inbound_by_address: Counter[str] = Counter()
@@ -283,6 +298,63 @@ class Node:
             )
         if self._maintenance is None and self.config.prune_interval > 0:
             self._maintenance = self._spawn(self._prune_loop(), "lngossip-prune")
+        if self._relaying is None and self.config.relay_interval > 0:
+            self._relaying = self._spawn(self._relay_loop(), "lngossip-relay")
+
+    async def _relay_loop(self) -> None:
+        """Flush the pending relay every ``relay_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.config.relay_interval)
+            self._flush_relay()
+
+    def _queue_relay(self, outcomes: list[Any], accepted: list[bytes]) -> None:
+        """Queue each accepted message for every ready peer whose filter
+        covers its timestamp, except the peer it came from."""
+        targets = [p for p in self._active.values() if p.filter is not None]
+        if not targets or not accepted:
+            return
+        # outcomes and accepted list the accepted messages in the same order
+        origins = [o[1] for o in outcomes if o[3] == "accepted"]
+        if len(origins) != len(accepted):
+            origins = [0] * len(accepted)
+        limit = self.config.relay_pending_bytes
+        for m, pid in zip(accepted, origins, strict=True):
+            origin = self._peer_by_id.get(pid)
+            key, ts = _relay_key(m)
+            for p in targets:
+                if p.node_id == origin or p.filter is None:
+                    continue
+                first, span = p.filter
+                if ts is not None and not first <= ts < first + span:
+                    continue
+                old = p.relay.get(key)
+                if old is not None:
+                    p.relay_bytes -= len(old)
+                elif p.relay_bytes + len(m) > limit:
+                    self.counters["relay_dropped"] += 1
+                    continue
+                p.relay[key] = m
+                p.relay_bytes += len(m)
+        if self.config.relay_interval == 0:
+            self._flush_relay()
+
+    def _flush_relay(self) -> None:
+        """Hand each peer's pending relay to its sender, up to half its
+        outbound queue (the rest is dropped and counted)."""
+        room = self.config.outbound_queue_bytes // 2
+        for p in self._active.values():
+            if not p.relay:
+                continue
+            for m in p.relay.values():
+                if p.outbox_bytes + len(m) > room:
+                    self.counters["relay_dropped"] += 1
+                    continue
+                p.outbox.append(m)
+                p.outbox_bytes += len(m)
+                self.counters["relay_sent"] += 1
+            p.relay.clear()
+            p.relay_bytes = 0
+            p.wake.set()
 
     async def _prune_loop(self) -> None:
         """Prune the graph every ``prune_interval`` seconds under the live
@@ -902,6 +974,7 @@ class Node:
             if decision == "invalid_signature":
                 bad[pid] += 1
         self.last_processed_at = time.monotonic()
+        self._queue_relay(res.outcomes, res.accepted)
         if self.on_accepted is not None and res.accepted:
             self.on_accepted(res.accepted)
         async with self._room:
@@ -980,6 +1053,21 @@ class Node:
         except GossipError:
             log.exception("syncing the store failed")
         return CloseReport(drained, self.pipeline.queued, loop.time() - t0)
+
+
+def _relay_key(msg: bytes) -> tuple[tuple[int, int | bytes], int | None]:
+    """What a newer message replaces in a pending relay batch, and the
+    timestamp a filter is checked against (``None`` for announcements)."""
+    t = int.from_bytes(msg[:2], "big")
+    if t == 258:  # channel_update: (short_channel_id, direction)
+        scid, ts, _mf, cf = struct.unpack_from(">QIBB", msg, 98)
+        return (258, scid << 1 | (cf & 1)), ts
+    if t == 257:  # node_announcement: node_id
+        flen = int.from_bytes(msg[66:68], "big")
+        ts = int.from_bytes(msg[68 + flen : 72 + flen], "big")
+        return (257, msg[72 + flen : 105 + flen]), ts
+    g = parse_message(msg)  # channel_announcement
+    return (256, g.short_channel_id or 0), None
 
 
 def _quiet_accept_errors(loop: asyncio.AbstractEventLoop, counters: Counter[str]) -> None:
