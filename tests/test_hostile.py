@@ -215,8 +215,11 @@ def test_query_channel_range_flood_from_a_reader_that_never_reads(topology_store
                 for _ in range(1000):
                     await conn.send(q)
         await asyncio.sleep(1)
-        types = await closed_by_peer(conn)
-        assert bolt.WARNING in types
+        t0 = time.monotonic()
+        # the node closed it (a warning is sent if the peer takes it within a
+        # second; this one does not read, so the reset may come first)
+        await closed_by_peer(conn, 30)
+        assert time.monotonic() - t0 < 29
 
     growth, log, honest = attack_serve(topology_store, attack, with_honest=True)
     assert growth < 100 * MIB, growth

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lngossip import ConfigError, Decision, Pipeline, baseline
-from lngossip.ingest import replay_as_peers
+from lngossip.ingest import make_pipeline, replay_as_peers
 from lngossip.wire import parse_message
 from tests.conftest import decide_all, needs_data, topology
 
@@ -180,3 +180,42 @@ def test_not_final_decisions_let_a_later_copy_in(engine: str) -> None:
     assert [o[3] for o in p.process().outcomes] == ["accepted"]  # nothing left to release
     assert p.submit(1, cu).decision == "queued"
     assert [o[3] for o in p.process().outcomes] == ["accepted"]
+
+
+@pytest.mark.parametrize("engine", ["rust", "baseline"])
+def test_live_spam_limit_per_channel_direction(engine: str) -> None:
+    """Live policy: a burst of 10 updates per channel direction, then one a
+    minute (lnd's limit); the rest are ``rate_limited``, not stored. Forged
+    updates spend no token. Both engines decide alike."""
+    from lngossip import gen
+    from lngossip.graph import Graph
+
+    now = 1_767_225_600 + 3600
+    g = gen.synthetic_graph(1, 2, seed=3)
+    p = make_pipeline(engine, policy="live", now=now)
+    for m in g.channel_announcements:
+        p.submit(0, m)
+    p.process()
+    ch = next(iter(Graph(p)))
+    signer = gen.update_signer_for(0, gen.private_key("node", 0), gen.private_key("node", 1))
+    other = gen.update_signer_for(1, gen.private_key("node", 0), gen.private_key("node", 1))
+    decisions = []
+    for i in range(5):  # forgeries: signed by the other end
+        p.submit(
+            1, gen.channel_update(ch.short_channel_id, other, direction=0, timestamp=now - 99 + i)
+        )
+        decisions += [o.decision for o in p.process().outcomes]
+    assert decisions == ["invalid_signature"] * 5
+    decided = []
+    for i in range(12):
+        a = p.submit(
+            0, gen.channel_update(ch.short_channel_id, signer, direction=0, timestamp=now - 50 + i)
+        )
+        decided.append(a.decision)
+        decided += [o.decision for o in p.process().outcomes]
+    assert decided.count("accepted") == 10
+    assert decided.count("rate_limited") == 2
+    assert p.counters()["decisions"]["channel_update"]["rate_limited"] == 2
+    p.set_now(now + 60)
+    p.submit(0, gen.channel_update(ch.short_channel_id, signer, direction=0, timestamp=now + 1))
+    assert [o.decision for o in p.process().outcomes] == ["accepted"]

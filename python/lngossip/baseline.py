@@ -47,6 +47,36 @@ LIVE_MAX_BEHIND_S = 14 * 24 * 3600
 #: Orphan cache bounds per policy (``orphans.rs``): Core Lightning's 10,000
 #: updates (4 MB) live; a million updates (256 MiB) for archives.
 ORPHAN_LIMITS = {"live": (10_000, 4_000_000), "archive": (1_000_000, 256 << 20)}
+#: Spam limit of the live policy (``ratelimit.rs``): burst, seconds per token.
+RATE_LIMIT = (10, 60)
+
+
+class _RateLimiter:
+    """Token buckets per channel direction and node (see rust/core/src/ratelimit.rs)."""
+
+    def __init__(self, burst: int, refill_s: int) -> None:
+        self.burst, self.refill = burst, max(refill_s, 1)
+        self.buckets: dict[object, tuple[int, int]] = {}
+
+    def _refilled(self, b: tuple[int, int], now: int) -> tuple[int, int]:
+        tokens, since = b
+        earned = max(now - since, 0) // self.refill
+        t = min(tokens + earned, self.burst)
+        return t, (now if t >= self.burst else since + earned * self.refill)
+
+    def allows(self, key: object, now: int) -> bool:
+        b = self.buckets.get(key)
+        return b is None or self._refilled(b, now)[0] > 0
+
+    def spend(self, key: object, now: int) -> bool:
+        tokens, since = self._refilled(self.buckets.get(key, (self.burst, now)), now)
+        if tokens == 0:
+            self.buckets[key] = (tokens, since)
+            return False
+        self.buckets[key] = (tokens - 1, since)
+        return True
+
+
 _SIG_OFFSETS = (2, 66, 130, 194)
 
 
@@ -585,6 +615,7 @@ class Pipeline:
         self._chain_hash = bytes(chain_hash)
         self._live = policy == "live"
         self._policy: Policy = policy
+        self._limiter = _RateLimiter(*RATE_LIMIT) if policy == "live" else None
         self._now = now
         self._queue = _Queue(
             max_queue_bytes,
@@ -642,12 +673,27 @@ class Pipeline:
         if policy == self._policy:
             return
         self._policy, self._live = policy, policy == "live"
+        self._limiter = _RateLimiter(*RATE_LIMIT) if policy == "live" else None
         self._forget_evicted(self._orphans.set_limits(*ORPHAN_LIMITS[policy]))
+
+    def _rate_allows(self, key: object) -> bool:
+        return self._limiter is None or self._limiter.allows(key, self._now_s())
+
+    def _rate_spend(self, key: object) -> bool:
+        return self._limiter is None or self._limiter.spend(key, self._now_s())
 
     def prune(self, now: int | None = None) -> tuple[int, int]:
         """BOLT #7 pruning (see the Rust engine): returns (channels, nodes) removed."""
         horizon = (self._now_s() if now is None else now) - LIVE_MAX_BEHIND_S
         channels, nodes, removed = self._graph.prune(max(horizon, 0))
+        if self._limiter is not None:
+            g = self._graph
+            self._limiter.buckets = {
+                k: v
+                for k, v in self._limiter.buckets.items()
+                if (k[0] == "u" and g.has_channel(k[1]))  # type: ignore[index]
+                or (k[0] == "n" and g.node(k[1]) is not None)  # type: ignore[index]
+            }
         for st in removed:
             self._seen.discard(self._seen.hash(st.msg))
         return channels, nodes
@@ -700,10 +746,14 @@ class Pipeline:
                 return self._reject(seq, kind, "orphaned")
             if self._graph.update_is_stale(scid, g.channel_flags & 1, g.timestamp):
                 return self._reject(seq, kind, "stale")
+            if not self._rate_allows(("u", scid, g.channel_flags & 1)):
+                return self._reject(seq, kind, "rate_limited")
         else:
             assert g.timestamp is not None
             if self._graph.node_is_stale(g.keys[0], g.timestamp):
                 return self._reject(seq, kind, "stale")
+            if not self._rate_allows(("n", g.keys[0])):
+                return self._reject(seq, kind, "rate_limited")
         if self._queue.push(peer, _Pending(seq, peer, g, msg, False, h)):
             self._seen.add(h)
             if g.type == CHANNEL_ANNOUNCEMENT:
@@ -863,11 +913,15 @@ class Pipeline:
                     direction = g.channel_flags & 1
                     if self._graph.update_is_stale(g.short_channel_id, direction, g.timestamp):
                         d = "stale"
+                    elif not self._rate_spend(("u", g.short_channel_id, direction)):
+                        d = "rate_limited"
                     else:
                         self._graph.set_update_timestamp(g.short_channel_id, direction, g.timestamp)
                         d = "accepted"
                 elif self._graph.node_is_stale(g.keys[0], g.timestamp):
                     d = "stale"
+                elif not self._rate_spend(("n", g.keys[0])):
+                    d = "rate_limited"
                 else:
                     self._graph.set_node_timestamp(g.keys[0], g.timestamp)
                     d = "accepted"

@@ -102,6 +102,9 @@ class Decision(enum.StrEnum):
     """Live policy: timestamp more than 24 h ahead of now."""
     QUEUE_FULL = "queue_full"
     """The queue or the peer's share is full; nothing was kept, submit again later."""
+    RATE_LIMITED = "rate_limited"
+    """Live policy: over the spam limit of its channel direction or node (a
+    burst of 10, then one a minute, as lnd); not stored, not relayed."""
 
 
 #: ``"archive"``: ingesting old dumps, no wall-clock window, nodes without a

@@ -151,6 +151,8 @@ class Peer:
     init: bolt.Init | None = None
     close_reason: str = ""
     invalid_signatures: int = 0
+    #: Its messages over the spam limit (``rate_limited`` decisions).
+    rate_limited: int = 0
     gossip_received: int = 0
     task: asyncio.Task[None] | None = None
     sync_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -886,6 +888,15 @@ class Node:
         if a.decision == "queued":
             self._idle.clear()
             self._work.set()
+        elif a.decision == "rate_limited":
+            self._count_rate_limited(pid)
+
+    def _count_rate_limited(self, pid: int) -> None:
+        """Count a message over the spam limit, for the node and its peer."""
+        self.counters["rate_limited"] += 1
+        peer = self._active.get(self._peer_by_id.get(pid, b""))
+        if peer is not None:
+            peer.rate_limited += 1
 
     async def _dump_step(self, peer: Peer) -> None:
         """Send the next page of the peer's ``gossip_timestamp_filter`` dump."""
@@ -973,6 +984,8 @@ class Node:
         for _seq, pid, _kind, decision, _reason in res.outcomes:
             if decision == "invalid_signature":
                 bad[pid] += 1
+            elif decision == "rate_limited":
+                self._count_rate_limited(pid)
         self.last_processed_at = time.monotonic()
         self._queue_relay(res.outcomes, res.accepted)
         if self.on_accepted is not None and res.accepted:

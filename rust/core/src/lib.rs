@@ -16,6 +16,7 @@ pub mod graph;
 pub mod orphans;
 pub mod pipeline;
 pub mod queue;
+pub mod ratelimit;
 pub mod seen;
 pub mod store;
 pub mod verify;

@@ -19,6 +19,7 @@ use crate::orphans::{
     DEFAULT_ORPHAN_MAX_BYTES,
 };
 use crate::queue::{Queue, QueueLimits};
+use crate::ratelimit::{Key, RateLimit, RateLimiter, DEFAULT_RATE_LIMIT};
 use crate::seen::{SeenSet, DEFAULT_SEEN_CAPACITY};
 use crate::store::{self, OpenReport, Store, StoreError, FLAG_DELETED};
 use crate::verify::{Job, Verdict, Verifier, DEFAULT_PUBKEY_CACHE_CAPACITY};
@@ -68,11 +69,14 @@ pub enum Decision {
     TooNew,
     /// The queue (or the peer's share) is full; the message was handed back.
     QueueFull,
+    /// Live policy: over the spam limit of its channel direction or node
+    /// (see [`crate::ratelimit`]); not stored, not relayed.
+    RateLimited,
 }
 
 impl Decision {
     /// All decisions, in counter order.
-    pub const ALL: [Decision; 12] = [
+    pub const ALL: [Decision; 13] = [
         Decision::Queued,
         Decision::Orphaned,
         Decision::Accepted,
@@ -85,6 +89,7 @@ impl Decision {
         Decision::TooOld,
         Decision::TooNew,
         Decision::QueueFull,
+        Decision::RateLimited,
     ];
 
     /// Stable snake_case name used in counters and in Python.
@@ -102,6 +107,7 @@ impl Decision {
             Decision::TooOld => "too_old",
             Decision::TooNew => "too_new",
             Decision::QueueFull => "queue_full",
+            Decision::RateLimited => "rate_limited",
         }
     }
 }
@@ -127,6 +133,9 @@ pub struct Config {
     pub pubkey_cache_capacity: usize,
     /// Verification threads (0: one per core).
     pub threads: usize,
+    /// Spam limits per channel direction and node (`None`: off; the live
+    /// policy's default is [`DEFAULT_RATE_LIMIT`]).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Config {
@@ -144,6 +153,7 @@ impl Config {
             policy,
             orphan_capacity,
             orphan_max_bytes,
+            rate_limit: (policy == Policy::Live).then_some(DEFAULT_RATE_LIMIT),
             ..Config::default()
         }
     }
@@ -162,6 +172,7 @@ impl Default for Config {
             seen_capacity: DEFAULT_SEEN_CAPACITY,
             pubkey_cache_capacity: DEFAULT_PUBKEY_CACHE_CAPACITY,
             threads: 0,
+            rate_limit: None,
         }
     }
 }
@@ -222,7 +233,7 @@ pub struct PruneReport {
 pub struct Counters {
     /// `decisions[kind][decision]`; `Queued` items are not counted until decided,
     /// `Orphaned` counts items orphaned now (released ones move to their final decision).
-    pub decisions: [[u64; 12]; 4],
+    pub decisions: [[u64; 13]; 4],
     /// Malformed messages by reason.
     pub malformed_reasons: [u64; 5],
     /// ECDSA verifications run.
@@ -264,6 +275,8 @@ pub struct Pipeline<M> {
     pending_announcements: HashMap<u64, u32>,
     /// The durable store, when there is one.
     store: Option<Store>,
+    /// Spam limits (live policy).
+    limiter: Option<RateLimiter>,
 }
 
 impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
@@ -280,6 +293,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             next_seq: 0,
             pending_announcements: HashMap::new(),
             store: None,
+            limiter: cfg.rate_limit.map(RateLimiter::new),
             cfg,
         }
     }
@@ -428,6 +442,13 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let now = now.unwrap_or_else(|| self.now());
         let horizon = u32::try_from(now.saturating_sub(LIVE_MAX_BEHIND_S)).unwrap_or(u32::MAX);
         let p = self.graph.prune(horizon);
+        if let Some(l) = self.limiter.as_mut() {
+            let g = &self.graph;
+            l.retain(|k| match k {
+                Key::Direction(scid, _) => g.has_channel(*scid),
+                Key::Node(id) => g.node(id).is_some(),
+            });
+        }
         for s in &p.removed {
             self.seen.remove(self.seen.hash(&s.msg));
             self.delete_record(s);
@@ -524,6 +545,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         }
         let d = Config::for_policy(policy);
         self.cfg.policy = policy;
+        self.cfg.rate_limit = d.rate_limit;
+        self.limiter = d.rate_limit.map(RateLimiter::new);
         self.cfg.orphan_capacity = d.orphan_capacity;
         self.cfg.orphan_max_bytes = d.orphan_max_bytes;
         // evicted orphans keep their `orphaned` decision
@@ -641,10 +664,16 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 if self.graph.update_is_stale(scid, dir, ts) {
                     return self.reject(seq, kind, Decision::Stale, None);
                 }
+                if !self.rate_allows(&Key::Direction(scid, dir as u8)) {
+                    return self.reject(seq, kind, Decision::RateLimited, None);
+                }
             }
             Gossip::NodeAnnouncement { node_id, timestamp } => {
                 if self.graph.node_is_stale(node_id, *timestamp) {
                     return self.reject(seq, kind, Decision::Stale, None);
+                }
+                if !self.rate_allows(&Key::Node(*node_id)) {
+                    return self.reject(seq, kind, Decision::RateLimited, None);
                 }
             }
         }
@@ -683,6 +712,18 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 }
             }
         }
+    }
+
+    /// Whether the spam limit lets `key` through now (spends nothing).
+    fn rate_allows(&self, key: &Key) -> bool {
+        let now = self.now();
+        self.limiter.as_ref().is_none_or(|l| l.allows(key, now))
+    }
+
+    /// Spend a token of `key` (a verified message about to be stored).
+    fn rate_spend(&mut self, key: Key) -> bool {
+        let now = self.now();
+        self.limiter.as_mut().is_none_or(|l| l.spend(key, now))
     }
 
     /// Count evicted orphans and forget their hashes: a peer that sends one
@@ -877,6 +918,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                             (*short_channel_id, *timestamp, (*channel_flags & 1) as usize);
                         if self.graph.update_is_stale(scid, dir, ts) {
                             Decision::Stale
+                        } else if !self.rate_spend(Key::Direction(scid, dir as u8)) {
+                            Decision::RateLimited
                         } else {
                             self.graph.set_update_timestamp(scid, dir, ts);
                             Decision::Accepted
@@ -885,6 +928,8 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     Gossip::NodeAnnouncement { node_id, timestamp } => {
                         if self.graph.node_is_stale(node_id, *timestamp) {
                             Decision::Stale
+                        } else if !self.rate_spend(Key::Node(*node_id)) {
+                            Decision::RateLimited
                         } else {
                             self.graph.set_node_timestamp(*node_id, *timestamp);
                             Decision::Accepted

@@ -551,3 +551,46 @@ fn block_ranges_reach_the_last_block_without_overflow() {
         .short_channel_ids_in_blocks(u32::MAX, u32::MAX, None, 10)
         .is_empty());
 }
+
+#[test]
+fn live_updates_over_the_spam_limit_are_rate_limited_and_forgeries_spend_nothing() {
+    let k = Keys::new();
+    let now = 10_000_000u64;
+    let mut p = Engine::new(Config {
+        threads: 2,
+        now: Some(now),
+        ..Config::for_policy(Policy::Live)
+    });
+    p.submit(0, k.announcement(1 << 40, 1, 2));
+    p.process(10);
+    let signer = k.signer(1, 2, 0);
+    // forged updates (wrong signer) first: they fail verification and spend no token
+    for i in 0..20u32 {
+        p.submit(
+            1,
+            k.update(1 << 40, 0, now as u32 - 1000 + i, k.signer(1, 2, 1)),
+        );
+        p.process(10);
+    }
+    assert_eq!(
+        p.counters().decisions[2][Decision::InvalidSignature as usize],
+        20
+    );
+    let mut decided = Vec::new();
+    for i in 0..12u32 {
+        p.submit(0, k.update(1 << 40, 0, now as u32 - 500 + i, signer));
+        decided.extend(p.process(10).outcomes.into_iter().map(|o| o.decision));
+    }
+    let accepted = decided.iter().filter(|d| **d == Decision::Accepted).count();
+    assert_eq!(accepted, 10);
+    // the 11th and 12th are turned away at submit, before paying for a signature check
+    assert_eq!(p.counters().decisions[2][Decision::RateLimited as usize], 2);
+    // a minute later one more gets in
+    p.set_now(Some(now + 60));
+    p.submit(0, k.update(1 << 40, 0, now as u32 - 100, signer));
+    let out = p.process(10);
+    assert_eq!(out.outcomes[0].decision, Decision::Accepted);
+    // the other direction has its own bucket
+    p.submit(0, k.update(1 << 40, 1, now as u32 - 100, k.signer(1, 2, 1)));
+    assert_eq!(p.process(10).outcomes[0].decision, Decision::Accepted);
+}
