@@ -423,3 +423,30 @@ def _crc32c(seed: int, data: bytes) -> int:
         for _ in range(8):
             crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
     return crc ^ 0xFFFFFFFF
+
+
+def test_serve_exposes_prometheus_metrics(graph_file: Path, tmp_path: Path) -> None:
+    """``serve --metrics``: the graph, decisions, peers and disconnects are
+    scraped from ``/metrics`` in Prometheus' text format."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        mport = s.getsockname()[1]
+    proc, address = _serve("--gossip", str(graph_file), "--metrics", f"127.0.0.1:{mport}")
+    try:
+        _sync(address)
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        _stop(proc)
+    lines = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert float(lines["lngossip_graph_channels"]) == 400
+    assert float(lines["lngossip_graph_nodes"]) == 120
+    key = 'lngossip_decisions_total{decision="accepted",msg_type="channel_announcement"}'
+    assert float(lines[key]) == 400
+    assert float(lines["lngossip_signatures_verified_total"]) > 1600
+    assert "lngossip_disconnects_total" in text and "lngossip_peers" in lines

@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         "archive); live also prunes channels without an update for two weeks, daily",
     )
     serve.add_argument("--threads", type=int, help="verification threads (default: all cores)")
+    serve.add_argument(
+        "--metrics", metavar="HOST:PORT", help="expose Prometheus metrics at http://HOST:PORT/"
+    )
     serve.set_defaults(func=netcli.cmd_serve, peers=1, batch=1)
 
     sync = sub.add_parser("sync", help="sync gossip from peers (NODE_ID@HOST:PORT)")
@@ -232,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="S",
         help="stop after S seconds without gossip (default 5)",
+    )
+    sync.add_argument(
+        "--metrics", metavar="HOST:PORT", help="expose Prometheus metrics at http://HOST:PORT/"
     )
     sync.add_argument(
         "--timeout",

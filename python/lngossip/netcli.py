@@ -22,6 +22,7 @@ from rich.live import Live
 from lngossip import readers
 from lngossip.errors import ConfigError
 from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_from, run
+from lngossip.metrics import serve_metrics
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import Keys, TransportError, accept
@@ -55,7 +56,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, port = text.rsplit(":", 1)
         return host.strip("[]"), int(port)
     except ValueError as e:
-        raise ConfigError(f"--listen must be HOST:PORT: {text!r}") from e
+        raise ConfigError(f"an address must be HOST:PORT: {text!r}") from e
 
 
 def _load_keys(path: str | None) -> Keys:
@@ -132,6 +133,9 @@ async def _serve(args: argparse.Namespace) -> int:
         )
     pipeline.set_policy(args.policy)
     node = Node(keys, pipeline, config=NodeConfig(sync=False))
+    if args.metrics:
+        mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
+        err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
     stop = asyncio.Event()
     _stop_on_signals(stop)
     host, port = await node.listen(*parse_listen(args.listen))
@@ -160,6 +164,7 @@ async def sync_from(
     since_margin: int = 2 * 3600,
     timeout: float | None = None,
     stop: asyncio.Event | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> tuple[IngestReport, Node]:
     """Connect to ``peers``, sync until no gossip came for ``until_idle``
     seconds (counted from the start until the first message) and every
@@ -191,6 +196,8 @@ async def sync_from(
         ),
         on_accepted=on_accepted,
     )
+    if metrics is not None:
+        serve_metrics(node, *metrics)
     t0 = time.monotonic()
     deadline = t0 + timeout if timeout is not None else None
     results = await asyncio.gather(
@@ -276,6 +283,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 since_margin=args.since_margin,
                 timeout=args.timeout,
                 stop=stop,
+                metrics=parse_listen(args.metrics) if args.metrics else None,
             )
             if writer is not None:
                 report.accepted_written = writer.messages
