@@ -450,3 +450,23 @@ def test_serve_exposes_prometheus_metrics(graph_file: Path, tmp_path: Path) -> N
     assert float(lines[key]) == 400
     assert float(lines["lngossip_signatures_verified_total"]) > 1600
     assert "lngossip_disconnects_total" in text and "lngossip_peers" in lines
+
+
+def test_sync_that_gets_nothing_says_so_and_fails(tmp_path: Path) -> None:
+    """A peer with an empty graph: ``sync`` ends after ``--until-idle``,
+    says it received nothing and exits 1; its elapsed time is not negative."""
+    proc, address = _serve("--store", str(tmp_path / "empty.store"))
+    try:
+        out = subprocess.run(
+            [*LNGOSSIP, "sync", address, "--until-idle", "1", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        _stop(proc)
+    assert out.returncode == 1
+    assert "no gossip received" in out.stderr
+    d = json.loads(out.stdout)
+    assert d["messages"] == 0 and d["elapsed_s"] >= 0

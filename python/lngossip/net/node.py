@@ -36,6 +36,7 @@ import errno
 import itertools
 import logging
 import random
+import resource
 import struct
 import time
 from collections import Counter, deque
@@ -122,8 +123,11 @@ class NodeConfig:
     #: counted: a peer that cannot keep up loses relay, it is not buffered.
     relay_pending_bytes: int = 4 << 20
     #: Inbound connections at most, in all and per remote IP address (LDK
-    #: and lnd cap both); more are closed at once and counted.
-    max_inbound: int = 256
+    #: and lnd cap both); more are closed at once and counted. The total
+    #: defaults to 256, or less when the file-descriptor limit is low (half
+    #: of what is left after 64), so the node never runs out of descriptors
+    #: for its own outbound connections, its store and its files.
+    max_inbound: int = field(default_factory=lambda: _default_max_inbound())
     max_inbound_per_address: int = 8
 
 
@@ -1066,6 +1070,16 @@ class Node:
         except GossipError:
             log.exception("syncing the store failed")
         return CloseReport(drained, self.pipeline.queued, loop.time() - t0)
+
+
+def _default_max_inbound() -> int:
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 256
+    return max(8, min(256, (soft - 64) // 2))
 
 
 def _relay_key(msg: bytes) -> tuple[tuple[int, int | bytes], int | None]:
