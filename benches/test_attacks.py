@@ -26,16 +26,21 @@ from tests.test_hostile import (
     MIB,
     Sampler,
     _announcements,
+    build_topology_store,
     closed_by_peer,
     hello,
     honest_sync,
     rss,
     serving,
     split,
-    topology_store,  # noqa: F401 - the fixture
 )
 
 ROWS: list[tuple[str, float, str]] = []
+
+
+@pytest.fixture(scope="module")
+def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_topology_store(tmp_path_factory.mktemp("attacks") / "topology.store")
 
 
 async def _flood(address: str, label: str, msgs: list[bytes], seconds: float = 30) -> None:
@@ -98,7 +103,7 @@ def test_attack_rss(
     benchmark: Any,
     name: str,
     topology_store: Path,
-    results: dict[str, Any],  # noqa: F811
+    results: dict[str, Any],
 ) -> None:
     benchmark.group = "attacks"
     honest: list[dict[str, object]] = []

@@ -67,16 +67,20 @@ class Sampler:
         return self.peak
 
 
-@pytest.fixture(scope="module")
-def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole topology dataset in a store (verified once for the module)."""
+def build_topology_store(path: Path) -> Path:
+    """The whole topology dataset in a store at ``path``; skips without the data."""
     if not TOPOLOGY.exists():
         pytest.skip("../shared/data/topology is missing")
-    path = tmp_path_factory.mktemp("hostile") / "topology.store"
     p = Pipeline(store=path)
     run(p, ((0, m) for m in readers.iter_messages(TOPOLOGY)))
     p.sync_store()
     return path
+
+
+@pytest.fixture(scope="module")
+def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole topology dataset in a store (verified once for the module)."""
+    return build_topology_store(tmp_path_factory.mktemp("hostile") / "topology.store")
 
 
 @contextlib.contextmanager
