@@ -762,6 +762,9 @@ class Node:
                 peer.gossip_received += 1
                 self.counters["gossip_received"] += 1
                 self.last_gossip_at = peer.last_rx
+                if peer.query_deadline is not None:
+                    # the peer is answering: our query has not timed out
+                    peer.query_deadline = peer.last_rx + self.config.query_timeout
                 await self._admit(pid, msg)
             elif t == bolt.PING:
                 await self._on_ping(peer, msg)
