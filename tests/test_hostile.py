@@ -650,3 +650,52 @@ def test_relay_in_a_line_reaches_the_end_once_and_never_comes_back() -> None:
             await injector.close()
 
     asyncio.run(body())
+
+
+EMFILE_NODE = """
+import asyncio, logging, resource, sys
+from lngossip.net.node import Node, NodeConfig
+from lngossip.net.transport import Keys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+async def main():
+    cfg = NodeConfig(sync=False, max_inbound=10_000, max_inbound_per_address=10_000)
+    async with Node(Keys(bytes(31) + b"\\x07"), config=cfg) as node:
+        host, port = await node.listen()
+        print(port, flush=True)
+        await asyncio.sleep(float(sys.argv[1]))
+        print("accept_out_of_resources", node.counters["accept_out_of_resources"], flush=True)
+asyncio.run(main())
+"""
+
+
+def test_out_of_descriptors_accepting_backs_off_with_one_log_line() -> None:
+    """A node whose connection cap is set above its descriptor limit (64):
+    200 connections exhaust the descriptors; accepting pauses and says so in
+    one log line, not a traceback per attempt, and the node goes on."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMFILE_NODE, "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+
+    async def flood() -> None:
+        socks = []
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                socks.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(3)
+        for _, w in socks:
+            w.close()
+
+    asyncio.run(flood())
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    counted = int(out.split()[-1])
+    assert counted >= 1, (out, err)
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "accept() failed" in line]
+    assert 1 <= len(lines) <= 1 + counted // 100, err
