@@ -30,6 +30,7 @@ from lngossip.errors import ConfigError, GossipError
 from lngossip.net.transport import (
     MAX_MESSAGE_LEN,
     CipherState,
+    CodecName,
     Connection,
     Handshake,
     Keys,
@@ -40,6 +41,7 @@ from lngossip.net.transport import (
 from tests.pyln_peer import make_message
 
 H = bytes.fromhex
+CODECS: list[CodecName] = ["rust", "python"]
 
 # -- BOLT #8 Appendix A -------------------------------------------------------
 
@@ -353,7 +355,7 @@ async def listening(
 
 @contextlib.asynccontextmanager
 async def bolt8_server(
-    keys: Keys, timeout: float = 5.0
+    keys: Keys, timeout: float = 5.0, codec: CodecName = "rust"
 ) -> AsyncIterator[tuple[int, asyncio.Future[Connection]]]:
     """A server that runs :func:`accept` on its first connection; yields
     (port, future of the accepted Connection or of accept's exception)."""
@@ -362,7 +364,7 @@ async def bolt8_server(
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            conn = await accept(reader, writer, keys, timeout=timeout)
+            conn = await accept(reader, writer, keys, timeout=timeout, codec=codec)
         except Exception as e:
             if not fut.done():
                 fut.set_exception(e)
@@ -383,12 +385,15 @@ async def bolt8_server(
 
 @contextlib.asynccontextmanager
 async def bolt8_pair(
-    client_keys: Keys | None = None, server_keys: Keys | None = None
+    client_keys: Keys | None = None,
+    server_keys: Keys | None = None,
+    codec: CodecName = "rust",
+    server_codec: CodecName | None = None,
 ) -> AsyncIterator[tuple[Connection, Connection]]:
     """(client, server) Connections over loopback TCP."""
     ck, sk = client_keys or Keys(), server_keys or Keys()
-    async with bolt8_server(sk) as (port, fut):
-        client = await connect(LOCAL, port, ck, sk.node_id, timeout=5.0)
+    async with bolt8_server(sk, codec=server_codec or codec) as (port, fut):
+        client = await connect(LOCAL, port, ck, sk.node_id, timeout=5.0, codec=codec)
         try:
             server = await asyncio.wait_for(fut, 5.0)
             assert client.remote_node_id == sk.node_id
@@ -442,7 +447,8 @@ def loopback_messages(seed: int, n: int) -> list[bytes]:
     return msgs
 
 
-def test_loopback_round_trip() -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_loopback_round_trip(codec: CodecName) -> None:
     a_msgs, b_msgs = loopback_messages(1, 3000), loopback_messages(2, 3000)
 
     async def send_all(conn: Connection, msgs: list[bytes]) -> None:
@@ -453,7 +459,8 @@ def test_loopback_round_trip() -> None:
         return [await conn.recv() for _ in range(n)]
 
     async def main() -> None:
-        async with bolt8_pair() as (client, server):
+        async with bolt8_pair(codec=codec) as (client, server):
+            assert (client.codec, server.codec) == (codec, codec)
             # bounded write buffer (a private detail, checked here once)
             assert client._writer.transport.get_write_buffer_limits()[1] == 256 * 1024
             _, _, got_b, got_a = await asyncio.gather(
@@ -522,11 +529,12 @@ def test_accept_bad_version_over_network() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("where", ["length", "body"])
-def test_corrupted_frame(where: str) -> None:
+def test_corrupted_frame(where: str, codec: CodecName) -> None:
     async def main() -> None:
         keys = Keys()
-        async with bolt8_server(keys) as (port, fut):
+        async with bolt8_server(keys, codec=codec) as (port, fut):
             reader, writer, send, _ = await raw_initiator(port, keys.node_id)
             try:
                 conn = await fut
@@ -552,13 +560,14 @@ def test_corrupted_frame(where: str) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("cut", [0, 5, 18, 20])
-def test_eof_mid_frame(cut: int) -> None:
+def test_eof_mid_frame(cut: int, codec: CodecName) -> None:
     """The peer closes after ``cut`` bytes of a frame (0: at a frame boundary)."""
 
     async def main() -> None:
         keys = Keys()
-        async with bolt8_server(keys) as (port, fut):
+        async with bolt8_server(keys, codec=codec) as (port, fut):
             _, writer, send, _ = await raw_initiator(port, keys.node_id)
             try:
                 conn = await fut
@@ -576,10 +585,11 @@ def test_eof_mid_frame(cut: int) -> None:
     run(main())
 
 
-def test_recv_is_cancel_safe() -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_recv_is_cancel_safe(codec: CodecName) -> None:
     async def main() -> None:
         keys = Keys()
-        async with bolt8_server(keys) as (port, fut):
+        async with bolt8_server(keys, codec=codec) as (port, fut):
             _, writer, send, _ = await raw_initiator(port, keys.node_id)
             try:
                 conn = await fut
@@ -648,7 +658,8 @@ def test_timeout_must_be_positive() -> None:
     run(main())
 
 
-def test_connection_frames_match_vectors() -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_connection_frames_match_vectors(codec: CodecName) -> None:
     """Connection.send writes exactly the spec's frames; Connection.recv reads them."""
 
     async def main() -> None:
@@ -660,7 +671,7 @@ def test_connection_frames_match_vectors() -> None:
         rd, wd = await asyncio.open_connection(sock=d)
         try:
             send, recv = vector_initiator_done()
-            sender = Connection(ra, wa, send, recv, RESP_LS_PUB)
+            sender = Connection(ra, wa, send, recv, RESP_LS_PUB, codec=codec)
             for _ in range(1002):
                 await sender.send(b"hello")
             frames = [await rb.readexactly(39) for _ in range(1002)]  # 18 + 5 + 16
@@ -668,7 +679,7 @@ def test_connection_frames_match_vectors() -> None:
                 assert frames[i].hex() == expected, f"message {i}"
 
             send, recv = vector_responder_done()
-            receiver = Connection(rd, wd, send, recv, INIT_LS_PUB)
+            receiver = Connection(rd, wd, send, recv, INIT_LS_PUB, codec=codec)
             wc.write(b"".join(frames))
             for _ in range(1002):
                 assert await receiver.recv() == b"hello"
@@ -724,7 +735,8 @@ async def _finish(proc: asyncio.subprocess.Process) -> tuple[str, str]:
     return out.decode(), err.decode()
 
 
-def test_interop_pyln_responder(pyln_python: str) -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_interop_pyln_responder(pyln_python: str, codec: CodecName) -> None:
     """Our initiator -> pyln-proto's LightningServerSocket."""
     ours, theirs = Keys(), Keys()
 
@@ -742,7 +754,7 @@ def test_interop_pyln_responder(pyln_python: str) -> None:
             assert proc.stdout is not None
             line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
             assert line.startswith("PORT "), line
-            conn = await connect(LOCAL, int(line.split()[1]), ours, theirs.node_id)
+            conn = await connect(LOCAL, int(line.split()[1]), ours, theirs.node_id, codec=codec)
             try:
                 for i in range(INTEROP_COUNT):
                     msg = make_message(i)
@@ -762,12 +774,13 @@ def test_interop_pyln_responder(pyln_python: str) -> None:
     run(main())
 
 
-def test_interop_pyln_initiator(pyln_python: str) -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_interop_pyln_initiator(pyln_python: str, codec: CodecName) -> None:
     """pyln-proto's connect() -> our accept()."""
     ours, theirs = Keys(), Keys()
 
     async def main() -> None:
-        async with bolt8_server(ours, timeout=30) as (port, fut):
+        async with bolt8_server(ours, timeout=30, codec=codec) as (port, fut):
             proc = await asyncio.create_subprocess_exec(
                 pyln_python,
                 str(PYLN_PEER),

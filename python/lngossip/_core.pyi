@@ -266,6 +266,91 @@ class Pipeline:
     def threads(self) -> int:
         """Verification threads."""
 
+@final
+class Feed:
+    """What one :meth:`Codec.feed` did.
+
+    ``messages`` are the decrypted messages that were not handed to the
+    pipeline (all of them before :meth:`Codec.attach`; after it, those that
+    are not BOLT #7 gossip, types 256 to 258), in the order they arrived.
+    ``gossip`` counts the gossip messages the pipeline decided on, and
+    ``decisions`` maps each :class:`~lngossip.wire.Decision` (never
+    ``queue_full``) to how many got it (only non-zero entries).
+    ``paused``: the pipeline answered ``queue_full`` for this peer; the
+    refused message and the frames after it wait in the codec: call
+    :meth:`Codec.feed` without data once room frees up, and do not read the
+    socket before. ``error`` is ``"length_mac"`` or ``"message_mac"`` when a
+    frame failed its MAC (BOLT #8: the connection must be failed); the
+    messages before it are still returned. ``frames`` and ``bytes`` count
+    the frames decrypted and their wire bytes (18 + len + 16 each).
+    """
+
+    @property
+    def messages(self) -> list[bytes]: ...
+    @property
+    def gossip(self) -> int: ...
+    @property
+    def decisions(self) -> dict[Decision, int]: ...
+    def count(self, decision: str) -> int:
+        """How many gossip messages got ``decision`` (0 for an unknown name)."""
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+
+@final
+class Codec:
+    """The BOLT #8 transport of one established connection (08-transport.md
+    "Lightning Message Specification"): ChaCha20-Poly1305 frames, nonces,
+    and key rotation after every 1,000 uses of a key.
+
+    Built from the handshake's result: the 32-byte send and receive keys and
+    the chaining key each direction starts from (the same final chaining key
+    for both, at nonce 0). Any key not 32 bytes raises
+    :class:`~lngossip.errors.ConfigError`. The work of :meth:`feed` and
+    :meth:`encode_many` runs with the GIL released.
+
+    Bound: the codec holds the bytes of at most one partial frame
+    (under 65,569 bytes) plus the last data fed; while :attr:`paused`, data
+    is refused (:class:`~lngossip.errors.GossipError`), so a peer whose share
+    of the queue is full cannot make it grow.
+    """
+
+    def __init__(
+        self,
+        send_key: bytes,
+        send_chaining_key: bytes,
+        recv_key: bytes,
+        recv_chaining_key: bytes,
+    ) -> None: ...
+    def attach(self, pipeline: Pipeline, peer: int) -> None:
+        """From now on, submit received gossip to ``pipeline`` as ``peer``."""
+    def feed(self, data: bytes | None = None, limit: int | None = None) -> Feed:
+        """Append ``data`` (bytes read from the socket) and decrypt every
+        complete frame (at most ``limit`` returned messages, >= 1), first
+        retrying a message the pipeline refused. Raises
+        :class:`~lngossip.errors.GossipError` for data while :attr:`paused`."""
+    def encode(self, message: bytes) -> bytes:
+        """The frame of one message: 18 + ``len(message)`` + 16 bytes.
+        Over 65,535 bytes raises
+        :class:`~lngossip.net.transport.TransportError` ``too_long``."""
+    def encode_many(self, messages: list[bytes]) -> bytes:
+        """The frames of ``messages``, concatenated (none if any is too long:
+        :class:`~lngossip.net.transport.TransportError` ``too_long``)."""
+    @property
+    def paused(self) -> bool:
+        """Whether a gossip message refused with ``queue_full`` is waiting."""
+    @property
+    def buffered(self) -> int:
+        """Bytes held: undecrypted frames and a refused message."""
+    @property
+    def failed(self) -> str | None:
+        """``"length_mac"`` or ``"message_mac"`` once a frame failed."""
+
 def verify_batch(
     signatures: npt.NDArray[np.uint8],
     public_keys: npt.NDArray[np.uint8],

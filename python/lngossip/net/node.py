@@ -44,10 +44,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lngossip import _core
 from lngossip.errors import ConfigError, GossipError, MalformedMessage
 from lngossip.ingest import PipelineLike, make_pipeline
 from lngossip.net import messages as bolt
-from lngossip.net.transport import Connection, Keys, TransportError, accept, connect
+from lngossip.net.transport import (
+    CodecName,
+    Connection,
+    Keys,
+    TransportError,
+    accept,
+    connect,
+)
 from lngossip.wire import MAINNET_CHAIN_HASH, parse_message
 
 __all__ = ["CloseReport", "Node", "NodeConfig", "Peer"]
@@ -129,6 +137,11 @@ class NodeConfig:
     #: for its own outbound connections, its store and its files.
     max_inbound: int = field(default_factory=lambda: _default_max_inbound())
     max_inbound_per_address: int = 8
+    #: Who frames and encrypts established connections: ``"rust"`` (the
+    #: core's codec: a socket read is decrypted and its gossip submitted in
+    #: one call, without coming back to Python per message) or ``"python"``
+    #: (the reference, on ``cryptography``; one call per frame).
+    codec: CodecName = "rust"
 
 
 @dataclass
@@ -433,7 +446,13 @@ class Node:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
     ) -> Peer | None:
         try:
-            conn = await accept(reader, writer, self.keys, timeout=self.config.handshake_timeout)
+            conn = await accept(
+                reader,
+                writer,
+                self.keys,
+                timeout=self.config.handshake_timeout,
+                codec=self.config.codec,
+            )
         except (TransportError, OSError) as e:
             self.counters[f"handshake_failed:{getattr(e, 'reason', 'os')}"] += 1
             log.info("handshake from %s failed: %s", address, e)
@@ -480,7 +499,12 @@ class Node:
             raise ConfigError(f"{node_id.hex()} is banned")
         try:
             conn = await connect(
-                host, port, self.keys, node_id, timeout=self.config.handshake_timeout
+                host,
+                port,
+                self.keys,
+                node_id,
+                timeout=self.config.handshake_timeout,
+                codec=self.config.codec,
             )
         except (TransportError, OSError) as e:
             self.counters[f"dial_failed:{getattr(e, 'reason', 'os')}"] += 1
@@ -538,7 +562,12 @@ class Node:
                 await self._exchange_init(peer)
                 if not self._become_ready(peer):
                     return
-                tg.create_task(self._reader(peer), name=f"reader-{peer.generation}")
+                if peer.conn.codec == "rust" and isinstance(self.pipeline, _core.Pipeline):
+                    peer.conn.attach(self.pipeline, self.peer_id(peer.node_id))
+                    reader = self._batch_reader(peer)
+                else:
+                    reader = self._reader(peer)
+                tg.create_task(reader, name=f"reader-{peer.generation}")
                 tg.create_task(self._sender(peer), name=f"sender-{peer.generation}")
                 tg.create_task(self._pinger(peer), name=f"pinger-{peer.generation}")
                 if self.config.sync:
@@ -751,85 +780,129 @@ class Node:
                 self.counters["ping_timeouts"] += 1
                 raise _Disconnect("ping_timeout") from None
 
+    def _note_gossip(self, peer: Peer, n: int) -> None:
+        """Book ``n`` gossip messages just received from ``peer``."""
+        peer.gossip_received += n
+        self.counters["gossip_received"] += n
+        self.last_gossip_at = peer.last_rx
+        if peer.query_deadline is not None:
+            # the peer is answering: our query has not timed out
+            peer.query_deadline = peer.last_rx + self.config.query_timeout
+
     async def _reader(self, peer: Peer) -> None:
+        """Read one message at a time (the Python codec, or a pipeline the
+        Rust codec cannot reach) and submit gossip from Python."""
         pid = self.peer_id(peer.node_id)
-        ch = self.config.chain_hash
         while True:
             msg = await peer.conn.recv()
             peer.last_rx = time.monotonic()
-            t = bolt.message_type(msg)
-            if t in GOSSIP_TYPES:
-                peer.gossip_received += 1
-                self.counters["gossip_received"] += 1
-                self.last_gossip_at = peer.last_rx
-                if peer.query_deadline is not None:
-                    # the peer is answering: our query has not timed out
-                    peer.query_deadline = peer.last_rx + self.config.query_timeout
+            if bolt.message_type(msg) in GOSSIP_TYPES:
+                self._note_gossip(peer, 1)
                 await self._admit(pid, msg)
-            elif t == bolt.PING:
-                await self._on_ping(peer, msg)
-            elif t == bolt.PONG:
-                peer.pong.set()
-            elif t == bolt.GOSSIP_TIMESTAMP_FILTER:
-                f = bolt.GossipTimestampFilter.decode(msg)
-                if f.chain_hash == ch:
-                    # BOLT #7: a new filter replaces the previous one
-                    if peer.dump_cursor is not None:
-                        self.counters["filters_replaced"] += 1
-                    peer.filter = (f.first_timestamp, f.timestamp_range)
-                    peer.dump_cursor = b""
-                    peer.wake.set()
-            elif t == bolt.QUERY_CHANNEL_RANGE:
-                if peer.range_query is not None:
-                    await self._warn_and_close(
-                        peer,
-                        "query_channel_range before the previous one was answered",
-                        "queries_piled_up",
-                    )
-                q = bolt.QueryChannelRange.decode(msg)
-                peer.range_query, peer.range_after, peer.range_first = q, None, q.first_blocknum
-                peer.wake.set()
-            elif t == bolt.QUERY_SHORT_CHANNEL_IDS:
-                if peer.scid_query is not None:
-                    await self._warn_and_close(
-                        peer,
-                        "query_short_channel_ids before the previous one was answered",
-                        "queries_piled_up",
-                    )
-                peer.scid_query, peer.scid_done = bolt.QueryShortChannelIds.decode(msg), 0
-                peer.wake.set()
-            elif t == bolt.REPLY_CHANNEL_RANGE:
-                new = self._take_reply_range(peer, bolt.ReplyChannelRange.decode(msg))
-                step = bolt.MAX_SCIDS_PER_MESSAGE
-                peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
-                peer.scid_chunk_ids += len(new)
-                await self._query_next_chunk(peer)
-                if peer.our_range is None and not peer.query_in_flight:
-                    peer.sync_done.set()
-            elif t == bolt.REPLY_SHORT_CHANNEL_IDS_END:
-                if not peer.query_in_flight:
-                    self.counters["unsolicited_reply_short_channel_ids_end"] += 1
-                    continue
-                peer.query_in_flight = False
-                await self._query_next_chunk(peer)
-                if not peer.scid_chunks and not peer.query_in_flight and peer.our_range is None:
-                    peer.sync_done.set()
-            elif t == bolt.ERROR:
-                self.counters["errors_received"] += 1
-                log.info("peer %s sent an error; disconnecting", peer.node_id.hex()[:16])
-                raise _Disconnect("peer_error")
-            elif t == bolt.WARNING:
-                self.counters["warnings_received"] += 1
-                if peer.our_range is not None or peer.query_in_flight:
-                    # e.g. LDK answers query_short_channel_ids with "Not implemented"
-                    await self._fall_back_to_filter(peer, "refused")
-            elif t == bolt.INIT:
-                self.counters["duplicate_init"] += 1
-            elif t % 2 == 0:
-                # BOLT #1: an unknown even type must fail the connection
-                await self._fail(peer, f"unknown even message type {t}", "unknown_even_type")
             else:
-                self.counters["unknown_odd_ignored"] += 1
+                await self._on_message(peer, msg)
+
+    async def _batch_reader(self, peer: Peer) -> None:
+        """Read the socket a chunk at a time through the Rust codec, which
+        submits the gossip in it to the pipeline itself; only the other
+        messages and the read's decision counts come back here. While the
+        pipeline answers ``queue_full`` for this peer, the socket is not read
+        (the refused message and the rest of the chunk wait in the codec)."""
+        pid = self.peer_id(peer.node_id)
+        conn = peer.conn
+        while True:
+            f = await conn.read_batch()
+            while True:
+                if f.frames:
+                    peer.last_rx = time.monotonic()
+                if f.gossip:
+                    self._note_gossip(peer, f.gossip)
+                    if f.count("queued"):
+                        self._idle.clear()
+                        self._work.set()
+                    if n := f.count("rate_limited"):
+                        self._count_rate_limited(pid, n)
+                for msg in f.messages:
+                    await self._on_message(peer, msg)
+                if f.error is not None:
+                    raise TransportError(f.error, "frame MAC check failed")
+                if not f.paused:
+                    break
+                self.counters["backpressure_waits"] += 1
+                self._idle.clear()
+                self._work.set()
+                async with self._room:
+                    await self._room.wait()
+                f = conn.resume()
+
+    async def _on_message(self, peer: Peer, msg: bytes) -> None:
+        """Act on a message that is not gossip."""
+        ch = self.config.chain_hash
+        t = bolt.message_type(msg)
+        if t == bolt.PING:
+            await self._on_ping(peer, msg)
+        elif t == bolt.PONG:
+            peer.pong.set()
+        elif t == bolt.GOSSIP_TIMESTAMP_FILTER:
+            f = bolt.GossipTimestampFilter.decode(msg)
+            if f.chain_hash == ch:
+                # BOLT #7: a new filter replaces the previous one
+                if peer.dump_cursor is not None:
+                    self.counters["filters_replaced"] += 1
+                peer.filter = (f.first_timestamp, f.timestamp_range)
+                peer.dump_cursor = b""
+                peer.wake.set()
+        elif t == bolt.QUERY_CHANNEL_RANGE:
+            if peer.range_query is not None:
+                await self._warn_and_close(
+                    peer,
+                    "query_channel_range before the previous one was answered",
+                    "queries_piled_up",
+                )
+            q = bolt.QueryChannelRange.decode(msg)
+            peer.range_query, peer.range_after, peer.range_first = q, None, q.first_blocknum
+            peer.wake.set()
+        elif t == bolt.QUERY_SHORT_CHANNEL_IDS:
+            if peer.scid_query is not None:
+                await self._warn_and_close(
+                    peer,
+                    "query_short_channel_ids before the previous one was answered",
+                    "queries_piled_up",
+                )
+            peer.scid_query, peer.scid_done = bolt.QueryShortChannelIds.decode(msg), 0
+            peer.wake.set()
+        elif t == bolt.REPLY_CHANNEL_RANGE:
+            new = self._take_reply_range(peer, bolt.ReplyChannelRange.decode(msg))
+            step = bolt.MAX_SCIDS_PER_MESSAGE
+            peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
+            peer.scid_chunk_ids += len(new)
+            await self._query_next_chunk(peer)
+            if peer.our_range is None and not peer.query_in_flight:
+                peer.sync_done.set()
+        elif t == bolt.REPLY_SHORT_CHANNEL_IDS_END:
+            if not peer.query_in_flight:
+                self.counters["unsolicited_reply_short_channel_ids_end"] += 1
+                return
+            peer.query_in_flight = False
+            await self._query_next_chunk(peer)
+            if not peer.scid_chunks and not peer.query_in_flight and peer.our_range is None:
+                peer.sync_done.set()
+        elif t == bolt.ERROR:
+            self.counters["errors_received"] += 1
+            log.info("peer %s sent an error; disconnecting", peer.node_id.hex()[:16])
+            raise _Disconnect("peer_error")
+        elif t == bolt.WARNING:
+            self.counters["warnings_received"] += 1
+            if peer.our_range is not None or peer.query_in_flight:
+                # e.g. LDK answers query_short_channel_ids with "Not implemented"
+                await self._fall_back_to_filter(peer, "refused")
+        elif t == bolt.INIT:
+            self.counters["duplicate_init"] += 1
+        elif t % 2 == 0:
+            # BOLT #1: an unknown even type must fail the connection
+            await self._fail(peer, f"unknown even message type {t}", "unknown_even_type")
+        else:
+            self.counters["unknown_odd_ignored"] += 1
 
     async def _on_ping(self, peer: Peer, msg: bytes) -> None:
         """Answer a ping (BOLT #1), at most ``max_pings`` per ``ping_window``."""
@@ -898,12 +971,12 @@ class Node:
         elif a.decision == "rate_limited":
             self._count_rate_limited(pid)
 
-    def _count_rate_limited(self, pid: int) -> None:
-        """Count a message over the spam limit, for the node and its peer."""
-        self.counters["rate_limited"] += 1
+    def _count_rate_limited(self, pid: int, n: int = 1) -> None:
+        """Count messages over the spam limit, for the node and its peer."""
+        self.counters["rate_limited"] += n
         peer = self._active.get(self._peer_by_id.get(pid, b""))
         if peer is not None:
-            peer.rate_limited += 1
+            peer.rate_limited += n
 
     async def _dump_step(self, peer: Peer) -> None:
         """Send the next page of the peer's ``gossip_timestamp_filter`` dump."""
@@ -912,8 +985,7 @@ class Node:
         page, peer.dump_cursor = self.pipeline.graph.gossip_after(
             peer.dump_cursor, first, span, self.config.dump_page
         )
-        for m in page:
-            await peer.conn.send(m)
+        await peer.conn.send_many(page)
         self.counters["gossip_sent"] += len(page)
 
     async def _reply_channel_range_step(self, peer: Peer) -> None:
@@ -945,6 +1017,7 @@ class Node:
         assert q is not None
         ids = q.short_channel_ids[peer.scid_done : peer.scid_done + 64]
         peer.scid_done += len(ids)
+        out: list[bytes] = []
         for m in self.pipeline.graph.messages_for(ids) if ids else []:
             if m[:2] == _NODE_ANNOUNCEMENT_TYPE:
                 # each node once per query (its id is at 72 + len(features))
@@ -953,12 +1026,13 @@ class Node:
                 if nid in peer.scid_nodes_sent:
                     continue
                 peer.scid_nodes_sent.add(nid)
-            await peer.conn.send(m)
-            self.counters["gossip_sent"] += 1
+            out.append(m)
+        self.counters["gossip_sent"] += len(out)
         if peer.scid_done >= len(q.short_channel_ids):
             peer.scid_query = None
             peer.scid_nodes_sent.clear()
-            await peer.conn.send(bolt.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
+            out.append(bolt.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
+        await peer.conn.send_many(out)
 
     # -- the pipeline's own loop ----------------------------------------------
     async def _process_loop(self) -> None:

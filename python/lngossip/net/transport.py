@@ -50,7 +50,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from coincurve import PrivateKey, PublicKey
 from cryptography.exceptions import InvalidTag
@@ -58,11 +58,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from lngossip import _core
 from lngossip.errors import ConfigError, GossipError
 
 __all__ = [
     "MAX_MESSAGE_LEN",
     "CipherState",
+    "CodecName",
     "Connection",
     "Handshake",
     "Keys",
@@ -631,16 +633,32 @@ async def _read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
         raise TransportError("eof", f"connection lost: {exc!r}") from exc
 
 
+CodecName = Literal["rust", "python"]
+"""Which implementation frames and encrypts an established connection:
+``"rust"`` (:class:`lngossip._core.Codec`: one call per socket read, gossip
+submitted to the pipeline without returning to Python per message) or
+``"python"`` (:class:`CipherState` on ``cryptography``: the reference)."""
+
+_CODECS: Final = ("rust", "python")
+# Bytes asked of the socket per read by the Rust codec path.
+_READ_CHUNK: Final = 64 * 1024
+
+
 class Connection:
     """An established BOLT #8 connection over an asyncio stream pair.
 
     Made by :func:`connect` or :func:`accept` (or, low-level, from a
     completed :class:`Handshake`'s :meth:`~Handshake.result`). One task may
-    :meth:`recv` while others :meth:`send`; concurrent :meth:`recv` calls
-    are not supported. The writer's transport gets a 256 KiB write-buffer
-    high-water mark, so :meth:`send` applies back-pressure; reading is
-    bounded by the reader's ``limit`` (see :func:`accept`). Call
-    :meth:`close` when done.
+    receive (:meth:`recv`, :meth:`read_batch`) while others :meth:`send`;
+    concurrent receives are not supported. The writer's transport gets a
+    256 KiB write-buffer high-water mark, so :meth:`send` applies
+    back-pressure; reading is bounded by the reader's ``limit`` (see
+    :func:`accept`). Call :meth:`close` when done.
+
+    ``codec`` picks the frame implementation (:data:`CodecName`); both write
+    the same bytes. With ``"rust"``, :meth:`attach` makes the connection
+    hand gossip straight to a :class:`lngossip.Pipeline`, and
+    :meth:`read_batch` reads the socket in chunks of up to 64 KiB.
     """
 
     def __init__(
@@ -650,11 +668,20 @@ class Connection:
         send: CipherState,
         recv: CipherState,
         remote_node_id: bytes,
+        *,
+        codec: CodecName = "rust",
     ) -> None:
+        if codec not in _CODECS:
+            raise ConfigError(f"codec must be 'rust' or 'python', got {codec!r}")
         self._reader = reader
         self._writer = writer
         self._send = send
         self._recv = recv
+        self._codec: _core.Codec | None = None
+        if codec == "rust":
+            if send.nonce or recv.nonce:
+                raise ConfigError("the Rust codec starts from fresh cipher states (nonce 0)")
+            self._codec = _core.Codec(send.key, send.chaining_key, recv.key, recv.chaining_key)
         self._remote_node_id = bytes(remote_node_id)
         self._pending_len: int | None = None  # decrypted length of a half-read frame
         self._recv_failed: str | None = None
@@ -663,6 +690,11 @@ class Connection:
         self._messages_sent = 0
         self._messages_received = 0
         writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+
+    @property
+    def codec(self) -> CodecName:
+        """Which implementation frames this connection."""
+        return "python" if self._codec is None else "rust"
 
     @property
     def remote_node_id(self) -> bytes:
@@ -682,13 +714,25 @@ class Connection:
 
     @property
     def messages_sent(self) -> int:
-        """Messages handed to the transport by :meth:`send`."""
+        """Messages handed to the transport by :meth:`send` and :meth:`send_many`."""
         return self._messages_sent
 
     @property
     def messages_received(self) -> int:
-        """Messages returned by :meth:`recv`."""
+        """Messages received: returned by :meth:`recv`, or decrypted by
+        :meth:`read_batch` (gossip handed to the pipeline included)."""
         return self._messages_received
+
+    def _frames(self, msgs: list[bytes]) -> bytes:
+        for m in msgs:
+            if len(m) > MAX_MESSAGE_LEN:
+                raise TransportError("too_long", f"{len(m)} bytes > {MAX_MESSAGE_LEN}")
+        if self._codec is not None:
+            return self._codec.encode_many(msgs)
+        enc = self._send.encrypt
+        return b"".join(
+            enc(b"", len(m).to_bytes(2, "big")) + enc(b"", m) for m in msgs
+        )
 
     async def send(self, msg: bytes) -> None:
         """Encrypt and send one message of 0 to :data:`MAX_MESSAGE_LEN`
@@ -707,26 +751,117 @@ class Connection:
         does not unsend it (it still counts as sent) and never leaves a
         partial frame.
         """
-        n = len(msg)
-        if n > MAX_MESSAGE_LEN:
-            raise TransportError("too_long", f"{n} bytes > {MAX_MESSAGE_LEN}")
+        await self.send_many([msg])
+
+    async def send_many(self, msgs: list[bytes]) -> None:
+        """:meth:`send` for several messages at once: all frames are
+        encrypted into one buffer (one call into the Rust codec), written
+        with one ``write`` and drained once. If any message is too long,
+        ``TransportError("too_long")`` is raised and nothing is sent.
+
+        # Cancel safety
+        As :meth:`send`: all or none of the frames are handed to the
+        transport.
+        """
         if self._writer.is_closing():
             raise TransportError("eof", "connection is closed")
-        header = self._send.encrypt(b"", n.to_bytes(2, "big"))
-        body = self._send.encrypt(b"", msg)
-        self._writer.writelines((header, body))
-        self._bytes_sent += _HEADER_LEN + n + _MAC_LEN
-        self._messages_sent += 1
+        if not msgs:
+            return
+        data = self._frames(msgs)
+        self._writer.write(data)
+        self._bytes_sent += len(data)
+        self._messages_sent += len(msgs)
         try:
             await self._writer.drain()
         except OSError as exc:  # connection lost or reset
             raise TransportError("eof", f"connection lost: {exc!r}") from exc
 
+    def attach(self, pipeline: _core.Pipeline, peer: int) -> None:
+        """Rust codec only: from now on, gossip (BOLT #7 types 256, 257 and
+        258) that this connection receives is submitted to ``pipeline`` as
+        peer ``peer`` inside :meth:`read_batch` (and :meth:`recv`), without
+        coming back to Python per message. Raises
+        :class:`~lngossip.errors.ConfigError` on a ``"python"`` connection."""
+        if self._codec is None:
+            raise ConfigError("attach() needs the Rust codec")
+        self._codec.attach(pipeline, peer)
+
+    def _take(self, f: _core.Feed) -> None:
+        self._bytes_received += f.bytes
+        self._messages_received += f.frames
+        if f.error is not None:
+            self._fail(f.error)
+
+    def _fail(self, reason: str) -> None:
+        self._recv_failed = reason
+        if reason != "eof":
+            self._writer.transport.abort()
+
+    async def _read_chunk(self) -> bytes:
+        try:
+            data = await self._reader.read(_READ_CHUNK)
+        except OSError as exc:
+            self._fail("eof")
+            raise TransportError("eof", f"connection lost: {exc!r}") from exc
+        if not data:
+            self._fail("eof")
+            assert self._codec is not None
+            raise TransportError(
+                "eof", f"connection closed with {self._codec.buffered} bytes of a frame read"
+            )
+        return data
+
+    async def read_batch(self) -> _core.Feed:
+        """Rust codec only: read what the socket has (up to 64 KiB; waits
+        for at least one byte), decrypt every complete frame, submit gossip
+        to the attached pipeline and return the :class:`lngossip._core.Feed`:
+        the other messages in order, counts of the pipeline's decisions, and
+        ``paused`` when the pipeline answered ``queue_full`` for this peer
+        (then call :meth:`resume` once room frees up, before reading again).
+
+        A frame that fails its MAC gives a feed with ``error`` set
+        (``length_mac`` or ``message_mac``) after the messages before it;
+        the transport is then aborted and every later call raises
+        :class:`TransportError` with that reason, as does end of stream
+        (``eof``).
+
+        # Cancel safety
+        Safe: bytes are only taken from the socket inside the call's one
+        ``await``; once read they are fed before returning.
+        """
+        codec = self._codec
+        if codec is None:
+            raise ConfigError("read_batch() needs the Rust codec")
+        if self._recv_failed is not None:
+            raise TransportError(self._recv_failed, "connection already failed")
+        if codec.paused:
+            return self.resume()
+        if codec.buffered:
+            # frames left by recv() (the init exchange) come first
+            f = codec.feed()
+            if f.frames or f.paused or f.error is not None:
+                self._take(f)
+                return f
+        f = codec.feed(await self._read_chunk())
+        self._take(f)
+        return f
+
+    def resume(self) -> _core.Feed:
+        """Rust codec only: submit again what the pipeline refused with
+        ``queue_full`` and go on with the frames already read (no socket
+        read). Returns a :class:`lngossip._core.Feed` like :meth:`read_batch`."""
+        if self._codec is None:
+            raise ConfigError("resume() needs the Rust codec")
+        f = self._codec.feed()
+        self._take(f)
+        return f
+
     async def recv(self) -> bytes:
         """Read, authenticate and decrypt the next message (BOLT #8
         "Receiving and Decrypting Messages"): reads exactly 18 bytes,
         decrypts the length ``l``, reads exactly ``l + 16`` bytes and
-        decrypts them. Returns the 0 to 65535-byte plaintext.
+        decrypts them. Returns the 0 to 65535-byte plaintext (after
+        :meth:`attach`: the next message that is not gossip).
 
         Raises :class:`TransportError`: ``length_mac`` or ``message_mac``
         (the transport is then aborted, as BOLT #8 requires), ``eof`` (the
@@ -734,13 +869,15 @@ class Connection:
         has raised, every later call raises the same reason.
 
         # Cancel safety
-        Safe: nothing is lost if the call is cancelled. The 18-byte prefix
-        is only consumed once complete; if the call is cancelled while
-        waiting for the body, the decrypted length is kept and the next
-        call resumes with the body.
+        Safe: nothing is lost if the call is cancelled. The Python codec
+        consumes the 18-byte prefix only once complete and keeps the
+        decrypted length if cancelled while waiting for the body; the Rust
+        codec keeps every byte read until its frame is complete.
         """
         if self._recv_failed is not None:
             raise TransportError(self._recv_failed, "connection already failed")
+        if self._codec is not None:
+            return await self._recv_rust(self._codec)
         try:
             if self._pending_len is None:
                 header = await _read_exactly(self._reader, _HEADER_LEN)
@@ -754,13 +891,26 @@ class Connection:
             self._pending_len = None
             msg = self._recv.decrypt(b"", body)
         except TransportError as exc:
-            self._recv_failed = exc.reason
-            if exc.reason != "eof":
-                self._writer.transport.abort()
+            self._fail(exc.reason)
             raise
         self._bytes_received += _HEADER_LEN + n + _MAC_LEN
         self._messages_received += 1
         return msg
+
+    async def _recv_rust(self, codec: _core.Codec) -> bytes:
+        data: bytes | None = None
+        while True:
+            f = codec.feed(data, limit=1)
+            self._take(f)
+            if f.messages:
+                return f.messages[0]
+            if f.error is not None:
+                raise TransportError(f.error, f"{f.error.replace('_', ' ')} check failed")
+            if f.paused:
+                raise GossipError(
+                    "recv() on an attached connection whose pipeline is full: use read_batch()"
+                )
+            data = await self._read_chunk()
 
     async def close(self, flush_timeout: float = 1.0) -> None:
         """Close the connection, flushing what :meth:`send` buffered for at
@@ -789,9 +939,11 @@ class Connection:
         )
 
 
-def _check_timeout(timeout: float) -> None:
+def _check_timeout(timeout: float, codec: str = "rust") -> None:
     if not timeout > 0:
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+    if codec not in _CODECS:
+        raise ConfigError(f"codec must be 'rust' or 'python', got {codec!r}")
 
 
 async def connect(
@@ -801,6 +953,7 @@ async def connect(
     remote_node_id: bytes,
     *,
     timeout: float = 10.0,
+    codec: CodecName = "rust",
 ) -> Connection:
     """Open a TCP connection to ``host:port`` and run the BOLT #8 handshake
     as initiator, with our static ``local`` keys, to the node whose 33-byte
@@ -813,14 +966,15 @@ async def connect(
     ``remote_node_id``'s key fails the act-two MAC); a refused or
     unreachable TCP connection raises the :class:`OSError` from
     :func:`asyncio.open_connection`. An invalid ``remote_node_id`` or
-    ``timeout`` raises :class:`~lngossip.errors.ConfigError`. On any failure
-    the socket is closed.
+    ``timeout`` or ``codec`` raises :class:`~lngossip.errors.ConfigError`.
+    On any failure the socket is closed. ``codec`` picks who frames the
+    established connection (:data:`CodecName`).
 
     # Cancel safety
     Safe: if cancelled, the half-open connection is aborted and nothing
     leaks; no :class:`Connection` is returned.
     """
-    _check_timeout(timeout)
+    _check_timeout(timeout, codec)
     handshake = Handshake.initiator(local, remote_node_id)
     writer: asyncio.StreamWriter | None = None
     try:
@@ -831,7 +985,7 @@ async def connect(
             writer.write(handshake.act_three())
             await writer.drain()
             send, recv = handshake.result()
-            return Connection(reader, writer, send, recv, remote_node_id)
+            return Connection(reader, writer, send, recv, remote_node_id, codec=codec)
     except TimeoutError as exc:
         if writer is not None:
             writer.transport.abort()
@@ -848,6 +1002,7 @@ async def accept(
     local: Keys,
     *,
     timeout: float = 10.0,
+    codec: CodecName = "rust",
 ) -> Connection:
     """Run the BOLT #8 handshake as responder on a freshly accepted stream
     pair (e.g. inside an :func:`asyncio.start_server` callback), with our
@@ -862,12 +1017,14 @@ async def accept(
     :class:`TransportError` (``eof``, ``handshake_version``, ``bad_pubkey``,
     ``handshake_mac``: the initiator does not know our node id). On any
     failure, including cancellation, ``writer``'s transport is aborted.
+    ``codec`` picks who frames the established connection
+    (:data:`CodecName`).
 
     # Cancel safety
     Safe: if cancelled, the connection is aborted and no
     :class:`Connection` is returned.
     """
-    _check_timeout(timeout)
+    _check_timeout(timeout, codec)
     handshake = Handshake.responder(local)
     try:
         async with asyncio.timeout(timeout):
@@ -875,7 +1032,7 @@ async def accept(
             writer.write(handshake.act_two())
             remote = handshake.read_act_three(await _read_exactly(reader, _ACT_THREE_LEN))
             send, recv = handshake.result()
-            return Connection(reader, writer, send, recv, remote)
+            return Connection(reader, writer, send, recv, remote, codec=codec)
     except TimeoutError as exc:
         writer.transport.abort()
         raise TransportError("timeout", f"handshake not done within {timeout} s") from exc

@@ -5,7 +5,8 @@
 //! [`queue`] bounds work in bytes with a per-peer share; [`verify`] checks
 //! secp256k1 signatures in parallel batches; [`graph`] keeps which channels
 //! and nodes are known, their newest verified timestamps and the accepted
-//! bytes; [`store`] keeps them on disk in Core Lightning's `gossip_store` format; [`pipeline`]
+//! bytes; [`store`] keeps them on disk in Core Lightning's `gossip_store` format;
+//! [`transport`] frames and encrypts messages after the BOLT #8 handshake; [`pipeline`]
 //! ties them together in the order DESIGN.md gives (every cheap check before
 //! any signature check).
 
@@ -19,6 +20,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod seen;
 pub mod store;
+pub mod transport;
 pub mod verify;
 pub mod wire;
 

@@ -310,6 +310,22 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// See [`Store::open`].
     pub fn open_store(&mut self, path: &Path) -> Result<OpenReport, StoreError> {
         let (mut st, buf, scan, report) = Store::open(path)?;
+        for (off, n) in self.load_store_image(&buf, &scan) {
+            st.delete(off, n);
+        }
+        st.flush(true)?;
+        self.store = Some(st);
+        Ok(report)
+    }
+
+    /// Take the records [`store::scan`] found in a store image `buf` into
+    /// the graph and the seen-set, without verifying (the store holds only
+    /// what was verified when it was written); returns the `(offset, len)`
+    /// of records superseded or of no use, to be marked deleted. Records
+    /// that are not gossip (Core Lightning's internal ones) are left alone.
+    ///
+    /// Never panics, whatever `buf` holds, as long as `scan` is its scan.
+    pub fn load_store_image(&mut self, buf: &[u8], scan: &store::Scan) -> Vec<(u64, usize)> {
         let mut dead: Vec<(u64, usize)> = Vec::new();
         for r in &scan.records {
             if r.flags & FLAG_DELETED != 0 {
@@ -374,12 +390,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             }
             self.seen.insert(self.seen.hash(msg));
         }
-        for (off, n) in dead {
-            st.delete(off, n);
-        }
-        st.flush(true)?;
-        self.store = Some(st);
-        Ok(report)
+        dead
     }
 
     /// The store, when one is open.
@@ -597,6 +608,12 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// means nothing was kept: submit the same message again once `process`
     /// has freed room (the seen-set does not remember it).
     pub fn submit(&mut self, peer: u64, msg: M) -> Admission {
+        self.submit_or_return(peer, msg).0
+    }
+
+    /// [`submit`](Pipeline::submit), handing `msg` back when the answer is
+    /// `QueueFull` (so a caller that holds the only copy can retry it).
+    pub fn submit_or_return(&mut self, peer: u64, msg: M) -> (Admission, Option<M>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let bytes = msg.as_ref();
@@ -604,29 +621,29 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let kind = MsgKind::of(bytes);
         let gossip = match wire::parse(bytes) {
             Ok(g) => g,
-            Err(r) => return self.reject(seq, kind, Decision::Malformed, Some(r)),
+            Err(r) => return (self.reject(seq, kind, Decision::Malformed, Some(r)), None),
         };
         match &gossip {
             Gossip::ChannelAnnouncement { chain_hash, .. }
             | Gossip::ChannelUpdate { chain_hash, .. }
                 if *chain_hash != self.cfg.chain_hash =>
             {
-                return self.reject(seq, kind, Decision::WrongChain, None);
+                return (self.reject(seq, kind, Decision::WrongChain, None), None);
             }
             _ => {}
         }
         let h = self.seen.hash(bytes);
         if self.seen.contains(h) {
-            return self.reject(seq, kind, Decision::Duplicate, None);
+            return (self.reject(seq, kind, Decision::Duplicate, None), None);
         }
         if self.cfg.policy == Policy::Live {
             if let Some(ts) = gossip.timestamp() {
                 let (ts, now) = (u64::from(ts), self.now());
                 if ts > now.saturating_add(LIVE_MAX_AHEAD_S) {
-                    return self.reject(seq, kind, Decision::TooNew, None);
+                    return (self.reject(seq, kind, Decision::TooNew, None), None);
                 }
                 if ts.saturating_add(LIVE_MAX_BEHIND_S) < now {
-                    return self.reject(seq, kind, Decision::TooOld, None);
+                    return (self.reject(seq, kind, Decision::TooOld, None), None);
                 }
             }
         }
@@ -635,7 +652,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 short_channel_id, ..
             } => {
                 if self.graph.has_channel(*short_channel_id) {
-                    return self.reject(seq, kind, Decision::Duplicate, None);
+                    return (self.reject(seq, kind, Decision::Duplicate, None), None);
                 }
             }
             Gossip::ChannelUpdate {
@@ -659,21 +676,21 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     };
                     let evicted = self.orphans.insert(scid, seq, len, p);
                     self.forget_evicted(evicted);
-                    return self.reject(seq, kind, Decision::Orphaned, None);
+                    return (self.reject(seq, kind, Decision::Orphaned, None), None);
                 }
                 if self.graph.update_is_stale(scid, dir, ts) {
-                    return self.reject(seq, kind, Decision::Stale, None);
+                    return (self.reject(seq, kind, Decision::Stale, None), None);
                 }
                 if !self.rate_allows(&Key::Direction(scid, dir as u8)) {
-                    return self.reject(seq, kind, Decision::RateLimited, None);
+                    return (self.reject(seq, kind, Decision::RateLimited, None), None);
                 }
             }
             Gossip::NodeAnnouncement { node_id, timestamp } => {
                 if self.graph.node_is_stale(node_id, *timestamp) {
-                    return self.reject(seq, kind, Decision::Stale, None);
+                    return (self.reject(seq, kind, Decision::Stale, None), None);
                 }
                 if !self.rate_allows(&Key::Node(*node_id)) {
-                    return self.reject(seq, kind, Decision::RateLimited, None);
+                    return (self.reject(seq, kind, Decision::RateLimited, None), None);
                 }
             }
         }
@@ -697,19 +714,25 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 if let Some(scid) = announced {
                     *self.pending_announcements.entry(scid).or_insert(0) += 1;
                 }
-                Admission {
-                    seq,
-                    decision: Decision::Queued,
-                    reason: None,
-                }
+                (
+                    Admission {
+                        seq,
+                        decision: Decision::Queued,
+                        reason: None,
+                    },
+                    None,
+                )
             }
-            Err(_) => {
+            Err(p) => {
                 self.counters.queue_full += 1;
-                Admission {
-                    seq,
-                    decision: Decision::QueueFull,
-                    reason: None,
-                }
+                (
+                    Admission {
+                        seq,
+                        decision: Decision::QueueFull,
+                        reason: None,
+                    },
+                    Some(p.msg),
+                )
             }
         }
     }

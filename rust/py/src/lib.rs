@@ -1,5 +1,7 @@
 //! `lngossip._core`: the PyO3 binding of `lngossip-core`.
 
+mod codec;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -141,7 +143,35 @@ impl PyProcessResult {
     }
 }
 
-type Shared = Arc<Mutex<Pipeline<PyBackedBytes>>>;
+/// A message held by the pipeline: the bytes object Python submitted (no
+/// copy), or bytes the transport codec decrypted without the GIL.
+enum Msg {
+    Py(PyBackedBytes),
+    Rust(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Msg {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Msg::Py(b) => b,
+            Msg::Rust(v) => v,
+        }
+    }
+}
+
+impl<'py> IntoPyObject<'py> for Msg {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Msg::Py(b) => Ok(b.into_pyobject(py)?.into_any()),
+            Msg::Rust(v) => Ok(PyBytes::new(py, &v).into_any()),
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Pipeline<Msg>>>;
 
 /// The gossip pipeline (see `lngossip/_core.pyi` for the documentation).
 #[pyclass(name = "Pipeline", module = "lngossip._core", frozen)]
@@ -283,7 +313,8 @@ impl PyPipeline {
 
     fn submit(&self, py: Python<'_>, peer: u64, msg: PyBackedBytes) -> PyResult<PyAdmission> {
         let mut g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
-        let a = catch_unwind(AssertUnwindSafe(|| g.submit(peer, msg))).map_err(|_| internal(py))?;
+        let a = catch_unwind(AssertUnwindSafe(|| g.submit(peer, Msg::Py(msg))))
+            .map_err(|_| internal(py))?;
         Ok(PyAdmission {
             seq: a.seq,
             decision: a.decision,
@@ -453,7 +484,7 @@ impl PyPipeline {
 }
 
 impl PyPipeline {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<PyBackedBytes>>> {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<Msg>>> {
         self.inner.lock_py_attached(py).map_err(|_| internal(py))
     }
 }
@@ -627,7 +658,7 @@ impl PyGraph {
 }
 
 impl PyGraph {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<PyBackedBytes>>> {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<Msg>>> {
         self.inner.lock_py_attached(py).map_err(|_| internal(py))
     }
 
@@ -738,6 +769,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdmission>()?;
     m.add_class::<PyProcessResult>()?;
     m.add_class::<PyGraph>()?;
+    codec::register(m)?;
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_time_bare_verify, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
