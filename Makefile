@@ -62,15 +62,15 @@ lint:
 	cargo fmt --all --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target/fuzz --locked -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches fuzz
+	$(BIN)/ruff format --check python tests benches fuzz
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest lngossip._core
 
 fmt:
 	cargo fmt --all
-	$(BIN)/ruff format python tests benches
-	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format python tests benches fuzz
+	$(BIN)/ruff check --fix python tests benches fuzz
 
 bench:
 	$(BIN)/python -m pytest benches --benchmark-enable -s -q -p no:randomly

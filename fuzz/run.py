@@ -35,9 +35,11 @@ FRAME_KEY, FRAME_CK = b"\x96" * 32, b"\x91" * 32
 
 
 def binary(target: str) -> Path:
-    host = subprocess.run(
-        ["rustc", "-vV"], capture_output=True, text=True, check=True
-    ).stdout.split("host: ")[1].split()[0]
+    host = (
+        subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True)
+        .stdout.split("host: ")[1]
+        .split()[0]
+    )
     return ROOT / "target" / "fuzz" / host / "release" / target
 
 

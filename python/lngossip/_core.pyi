@@ -12,6 +12,8 @@ from lngossip.wire import Decision, Outcome, Policy
 __version__: str
 __all__ = [
     "Admission",
+    "Codec",
+    "Feed",
     "GraphReader",
     "Pipeline",
     "ProcessResult",
@@ -320,13 +322,13 @@ class Codec:
     of the queue is full cannot make it grow.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         send_key: bytes,
         send_chaining_key: bytes,
         recv_key: bytes,
         recv_chaining_key: bytes,
-    ) -> None: ...
+    ) -> Codec: ...
     def attach(self, pipeline: Pipeline, peer: int) -> None:
         """From now on, submit received gossip to ``pipeline`` as ``peer``."""
     def feed(self, data: bytes | None = None, limit: int | None = None) -> Feed:

@@ -730,9 +730,7 @@ class Connection:
         if self._codec is not None:
             return self._codec.encode_many(msgs)
         enc = self._send.encrypt
-        return b"".join(
-            enc(b"", len(m).to_bytes(2, "big")) + enc(b"", m) for m in msgs
-        )
+        return b"".join(enc(b"", len(m).to_bytes(2, "big")) + enc(b"", m) for m in msgs)
 
     async def send(self, msg: bytes) -> None:
         """Encrypt and send one message of 0 to :data:`MAX_MESSAGE_LEN`

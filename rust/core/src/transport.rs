@@ -46,6 +46,11 @@ impl FrameError {
     }
 }
 
+/// A MAC did not verify: the sealed data was not made with this key and
+/// nonce, or was changed on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadMac;
+
 /// `HKDF(salt, ikm)` of BOLT #8: RFC 5869 HKDF-SHA256 with an empty info,
 /// 64 bytes of output split into two 32-byte keys.
 pub fn hkdf2(salt: &[u8; 32], ikm: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
@@ -127,10 +132,10 @@ impl CipherState {
     /// Open `buf` in place against `mac`; advances the nonce on success and
     /// leaves the state (and, in effect, the meaning of `buf`) unchanged on
     /// failure.
-    pub fn open(&mut self, buf: &mut [u8], mac: &[u8; MAC_LEN]) -> Result<(), ()> {
+    pub fn open(&mut self, buf: &mut [u8], mac: &[u8; MAC_LEN]) -> Result<(), BadMac> {
         self.aead
             .decrypt_in_place_detached(&self.nonce_bytes(), &[], buf, Tag::from_slice(mac))
-            .map_err(|_| ())?;
+            .map_err(|_| BadMac)?;
         self.advance();
         Ok(())
     }
