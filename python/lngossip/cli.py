@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics", metavar="HOST:PORT", help="expose Prometheus metrics at http://HOST:PORT/"
     )
+    codec_help = (
+        "BOLT #8 frames: rust (the core decrypts a whole socket read and submits its "
+        "gossip in one call; default) or python (the reference, one call per frame)"
+    )
+    serve.add_argument("--codec", choices=("rust", "python"), default="rust", help=codec_help)
     serve.set_defaults(func=netcli.cmd_serve, peers=1, batch=1)
 
     sync = sub.add_parser("sync", help="sync gossip from peers (NODE_ID@HOST:PORT)")
@@ -264,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds before the newest stored timestamp to ask from (default 7200)",
     )
+    sync.add_argument("--codec", choices=("rust", "python"), default="rust", help=codec_help)
     common(sync, 1)
     sync.set_defaults(func=netcli.cmd_sync, policy="live")
     return parser

@@ -25,7 +25,7 @@ from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_fr
 from lngossip.metrics import serve_metrics
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
-from lngossip.net.transport import Keys, TransportError, accept
+from lngossip.net.transport import CodecName, Keys, TransportError, accept
 from lngossip.report import emit_report
 from lngossip.wire import MAINNET_CHAIN_HASH
 
@@ -132,7 +132,7 @@ async def _serve(args: argparse.Namespace) -> int:
             f"{pipeline.graph.node_count():,} nodes"
         )
     pipeline.set_policy(args.policy)
-    node = Node(keys, pipeline, config=NodeConfig(sync=False))
+    node = Node(keys, pipeline, config=NodeConfig(sync=False, codec=args.codec))
     if args.metrics:
         mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
         err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
@@ -165,6 +165,7 @@ async def sync_from(
     timeout: float | None = None,
     stop: asyncio.Event | None = None,
     metrics: tuple[str, int] | None = None,
+    codec: CodecName = "rust",
 ) -> tuple[IngestReport, Node]:
     """Connect to ``peers``, sync until no gossip came for ``until_idle``
     seconds (counted from the start until the first message) and every
@@ -177,7 +178,8 @@ async def sync_from(
     With ``store`` (a path), the graph is opened from it first and the
     peers are asked only for gossip from ``since_margin`` seconds before
     the newest stored timestamp on (``gossip_timestamp_filter``); in query
-    mode, channels the store has are not fetched again."""
+    mode, channels the store has are not fetched again. ``codec`` picks the
+    BOLT #8 frame implementation (see :class:`NodeConfig`)."""
     kw: dict[str, Any] = {"policy": policy}
     if threads is not None:
         kw["threads"] = threads
@@ -192,7 +194,9 @@ async def sync_from(
         Keys(),
         pipeline,
         config=NodeConfig(
-            sync_mode="query" if query else "filter", first_timestamp=first_timestamp
+            sync_mode="query" if query else "filter",
+            first_timestamp=first_timestamp,
+            codec=codec,
         ),
         on_accepted=on_accepted,
     )
@@ -284,6 +288,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 stop=stop,
                 metrics=parse_listen(args.metrics) if args.metrics else None,
+                codec=args.codec,
             )
             if writer is not None:
                 report.accepted_written = writer.messages

@@ -1,0 +1,153 @@
+"""The wire path on the topology dataset: a full sync over loopback from one
+``lngossip serve`` process and from four (filter mode: every message arrives
+four times), with the Rust codec (``--codec rust``, the default) and with the
+Python reference transport (``--codec python``) on both ends, beside B1 (the
+same messages ingested from memory) measured in the same run.
+
+The servers are separate processes that open copies of one store of the
+topology graph (nothing verified at their start); the syncing node runs in
+this process and is timed from its first connect until its graph holds every
+message and every admitted message is decided. All processes share this
+machine's 2 cores.
+
+Run with ``make bench`` or ``pytest benches/test_transport.py --benchmark-enable -s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lngossip import Pipeline
+from lngossip.graph import dump
+from lngossip.ingest import make_pipeline, peak_rss_bytes, run
+from lngossip.net.node import Node, NodeConfig
+from lngossip.net.transport import CodecName, Keys
+
+SIGNATURES = 322_172
+CHANNELS = 50_808
+SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
+CASES = [(1, "rust"), (1, "python"), (4, "rust"), (4, "python")]
+
+
+@pytest.fixture(scope="module")
+def topology_store(topology_messages: list[bytes], tmp_path_factory: Any) -> Path:
+    path = Path(tmp_path_factory.mktemp("transport")) / "topology.store"
+    p = Pipeline(store=path)
+    run(p, [(0, m) for m in topology_messages])
+    p.sync_store()
+    return path
+
+
+def test_transport_b1_reference(
+    benchmark: Any, topology_messages: list[bytes], results: dict[str, Any]
+) -> None:
+    """B1 in this run: the yardstick of the sync figures."""
+    benchmark.group = "transport"
+
+    def b1() -> float:
+        t0 = time.perf_counter()
+        r = run(make_pipeline("rust"), [(0, m) for m in topology_messages])
+        assert r.signatures_verified == SIGNATURES
+        return time.perf_counter() - t0
+
+    results["transport_b1_s"] = benchmark.pedantic(b1, rounds=1, iterations=1)
+
+
+@pytest.fixture
+def servers(
+    request: Any, topology_store: Path, tmp_path: Path
+) -> Iterator[list[tuple[bytes, int]]]:
+    n, codec = request.param
+    procs, addrs = [], []
+    try:
+        for i in range(n):
+            store = tmp_path / f"serve-{i}.store"
+            shutil.copyfile(topology_store, store)
+            proc = subprocess.Popen(
+                [*SERVE, "--store", str(store), "--codec", codec],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            node_id, _, port = line.rpartition(":")
+            addrs.append((bytes.fromhex(node_id.split("@")[0]), int(port)))
+        yield addrs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+async def _sync(
+    addrs: list[tuple[bytes, int]], codec: CodecName, msgs: list[bytes]
+) -> tuple[float, int]:
+    client = Node(Keys(), make_pipeline("rust", policy="archive"), config=NodeConfig(codec=codec))
+    t0 = time.monotonic()
+    for node_id, port in addrs:
+        await client.connect(node_id, "127.0.0.1", port)
+    graph = client.pipeline.graph
+    while (
+        len(graph) < CHANNELS
+        or client.pipeline.counters()["decisions"]["channel_update"]["accepted"]
+        + graph.node_count()
+        < len(msgs) - CHANNELS
+    ):
+        await asyncio.sleep(0.02)
+    await client.drain()
+    elapsed = max(client.last_processed_at, client.last_gossip_at) - t0
+    received = client.counters["gossip_received"]
+    assert client.pipeline.counters()["signatures_verified"] == SIGNATURES
+    assert set(dump(graph)) == set(msgs)
+    await client.close(10)
+    return elapsed, received
+
+
+@pytest.mark.parametrize("servers", CASES, indirect=True, ids=[f"{n}-serve-{c}" for n, c in CASES])
+def test_transport_sync(
+    benchmark: Any,
+    request: Any,
+    servers: list[tuple[bytes, int]],
+    topology_messages: list[bytes],
+    results: dict[str, Any],
+) -> None:
+    benchmark.group = "transport"
+    n, codec = request.node.callspec.params["servers"]
+    elapsed, received = benchmark.pedantic(
+        lambda: asyncio.run(_sync(servers, codec, topology_messages)), rounds=1, iterations=1
+    )
+    results[f"transport_{n}_{codec}"] = {"s": elapsed, "received": received}
+    results["transport_client_peak_rss"] = peak_rss_bytes()
+
+
+def test_zz_transport_report(results: dict[str, Any]) -> None:
+    if "transport_b1_s" not in results:
+        pytest.skip("run the whole file")
+    b1 = results["transport_b1_s"]
+    print("\n\n| sync over loopback (topology) | codec | time | received | x B1 | target |")
+    print("|---|---|---|---|---|---|")
+    print(f"| B1 (in memory, same run) | | {b1:.2f} s | 169,748 | 1.00 | |")
+    for n, codec in CASES:
+        r = results.get(f"transport_{n}_{codec}")
+        if r is None:
+            continue
+        target = "<= 1.10" if n == 1 else "<= 1.25"
+        print(
+            f"| from {n} `serve` process{'es' if n > 1 else ''} | {codec} | {r['s']:.2f} s "
+            f"| {r['received']:,} | {r['s'] / b1:.2f} | {target} |"
+        )
+    print(f"\npeak RSS of this process: {results['transport_client_peak_rss'] / 2**20:.0f} MiB")
