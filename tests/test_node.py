@@ -207,7 +207,10 @@ def test_close_under_load_meets_its_deadline_and_writes_what_was_accepted() -> N
 
 
 @needs_data
-def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() -> None:
+@pytest.mark.parametrize("codec", ["rust", "python"])
+def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses(codec: str) -> None:
+    """With either codec: the Rust one pauses the flooder's reads inside the
+    core (queue_full), the Python one in the node's reader."""
     msgs = topology(SUBSET)
     honest_msgs, flood_msgs = msgs[: SUBSET // 2], msgs[SUBSET // 2 :]
 
@@ -219,6 +222,7 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
             batch=256,
             ban_after_invalid=50,
             pipeline={"max_queue_bytes": 400_000},
+            codec=codec,
         )
         flooder_keys = keys("flooder")
         conn = await connect(*victim.addr, flooder_keys, victim.node_id)  # type: ignore[attr-defined]
@@ -238,6 +242,18 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
                 sent += 1
 
         flood_task = asyncio.create_task(flood())
+        held: list[int] = [0]
+
+        async def sample() -> None:
+            # what the flooder's connection holds on the victim's side
+            while True:
+                p = victim.peers.get(flooder_keys.node_id)
+                codec = getattr(p.conn, "_codec", None) if p is not None else None
+                if codec is not None:
+                    held[0] = max(held[0], codec.buffered)
+                await asyncio.sleep(0.001)
+
+        sampler = asyncio.create_task(sample())
         peer = await victim.connect(honest.node_id, *honest.addr)  # type: ignore[attr-defined]
         assert peer is not None
         # the honest peer gets all of its gossip in while the flood goes on
@@ -247,9 +263,15 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses() ->
         await until(lambda: victim.counters["bans"] >= 1, timeout=30, what="the flooder banned")
         await until(lambda: flooder_keys.node_id not in victim.peers, what="flooder dropped")
         flood_task.cancel()
+        sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError, TransportError):
             await flood_task
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         assert sent > 1000
+        assert victim.counters["backpressure_waits"] > 0  # the flooder was paused
+        # the Rust codec held at most one 64 KiB read plus one partial frame
+        assert held[0] <= 65536 + 65569, held[0]
         assert victim.counters["invalid_signatures"] >= 50
         assert victim.is_banned(flooder_keys.node_id)
         # a banned node cannot come back
@@ -294,15 +316,24 @@ def test_full_sync_from_four_serving_nodes_verifies_each_signature_once() -> Non
 
 
 @needs_data
-def test_query_sync_fetches_each_channel_from_one_peer() -> None:
+@pytest.mark.parametrize(
+    ("client_codec", "server_codec"), [("rust", "rust"), ("python", "rust"), ("rust", "python")]
+)
+def test_query_sync_fetches_each_channel_from_one_peer(
+    client_codec: str, server_codec: str
+) -> None:
     """``query_channel_range`` to every server, each ``short_channel_id``
-    fetched from one of them: every message crosses the wire once."""
+    fetched from one of them: every message crosses the wire once; the two
+    codecs speak to each other both ways."""
     msgs = topology(SUBSET)
 
     async def body() -> None:
         served = loaded(SUBSET)
-        servers = [await make_node(f"q{i}", serves=served, sync=False) for i in range(3)]
-        client = await make_node("qclient", sync_mode="query")
+        servers = [
+            await make_node(f"q{i}", serves=served, sync=False, codec=server_codec)
+            for i in range(3)
+        ]
+        client = await make_node("qclient", sync_mode="query", codec=client_codec)
         for s in servers:
             assert await client.connect(s.node_id, *s.addr) is not None  # type: ignore[attr-defined]
         await until(lambda: graph_messages(client) == set(msgs), timeout=60, what="sync")
