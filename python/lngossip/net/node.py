@@ -936,9 +936,15 @@ class Node:
         on our own queries that got no answer in ``query_timeout``."""
         while True:
             if peer.outbox:
-                m = peer.outbox.popleft()
-                peer.outbox_bytes -= len(m)
-                await peer.conn.send(m)
+                # queued messages (pongs, relay) in batches of up to 64 KiB: one write each
+                batch: list[bytes] = []
+                size = 0
+                while peer.outbox and (not batch or size + len(peer.outbox[0]) <= 65536):
+                    m = peer.outbox.popleft()
+                    peer.outbox_bytes -= len(m)
+                    batch.append(m)
+                    size += len(m)
+                await peer.conn.send_many(batch)
             elif peer.range_query is not None:
                 await self._reply_channel_range_step(peer)
             elif peer.scid_query is not None:
