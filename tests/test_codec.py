@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lngossip import Pipeline
 from lngossip._core import Codec
@@ -170,3 +172,41 @@ def test_queue_full_pauses_with_a_bounded_buffer() -> None:
     ref.process(100_000)
     assert len(p.graph) == len(ref.graph)
     assert p.graph.node_count() == ref.graph.node_count()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 700), min_size=1, max_size=20))
+def test_arbitrary_bytes_never_raise(data: bytes, cuts: list[int]) -> None:
+    """Whatever a peer sends, in whatever reads: messages or a MAC error, never
+    an exception, and nothing after the first error."""
+    _, recv = rust_pair()
+    p = Pipeline(threads=1)
+    recv.attach(p, 3)
+    i, failed = 0, None
+    for n in cuts * (len(data) // max(sum(cuts), 1) + 1):
+        if i >= len(data):
+            break
+        f = recv.feed(data[i : i + n])
+        i += n
+        if failed is not None:
+            assert (f.messages, f.gossip, f.error) == ([], 0, failed)
+        failed = failed or f.error
+    assert recv.buffered <= len(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(max_size=2000), max_size=30),
+    st.lists(st.integers(1, 5000), min_size=1, max_size=10),
+)
+def test_round_trip_in_any_reads(msgs: list[bytes], cuts: list[int]) -> None:
+    send, recv = rust_pair()
+    wire = send.encode_many(msgs)
+    got: list[bytes] = []
+    i, k = 0, 0
+    while i < len(wire):
+        n = cuts[k % len(cuts)]
+        got += recv.feed(wire[i : i + n]).messages
+        i, k = i + n, k + 1
+    assert got == msgs
+    assert recv.buffered == 0
