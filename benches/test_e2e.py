@@ -16,12 +16,10 @@ from typing import Any
 
 import pytest
 
-from lngossip.graph import dump
+from benches.common import b1_seconds, synced
 from lngossip.ingest import make_pipeline, run
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import Keys
-
-SIGNATURES = 322_172
 
 
 def test_e2e_b1_reference(
@@ -30,13 +28,9 @@ def test_e2e_b1_reference(
     """B1 again, in this run, as the yardstick of the end-to-end figures."""
     benchmark.group = "end to end"
 
-    def b1() -> float:
-        t0 = time.perf_counter()
-        r = run(make_pipeline("rust"), [(0, m) for m in topology_messages])
-        assert r.signatures_verified == SIGNATURES
-        return time.perf_counter() - t0
-
-    results["e2e_b1_s"] = benchmark.pedantic(b1, rounds=1, iterations=1)
+    results["e2e_b1_s"] = benchmark.pedantic(
+        lambda: b1_seconds(topology_messages), rounds=1, iterations=1
+    )
 
 
 async def _sync(msgs: list[bytes], mode: str) -> tuple[float, int]:
@@ -53,19 +47,7 @@ async def _sync(msgs: list[bytes], mode: str) -> tuple[float, int]:
     t0 = time.monotonic()
     for s, (h, p) in zip(servers, addrs, strict=True):
         await client.connect(s.node_id, h, p)
-    graph = client.pipeline.graph
-    while (
-        len(graph) < 50_808
-        or client.pipeline.counters()["decisions"]["channel_update"]["accepted"]
-        + graph.node_count()
-        < len(msgs) - 50_808
-    ):
-        await asyncio.sleep(0.02)
-    await client.drain()
-    elapsed = max(client.last_processed_at, client.last_gossip_at) - t0
-    received = client.counters["gossip_received"]
-    assert client.pipeline.counters()["signatures_verified"] == SIGNATURES
-    assert set(dump(graph)) == set(msgs)
+    elapsed, received = await synced(client, msgs, t0)
     await client.close(10)
     for s in servers:
         await s.close(10)

@@ -26,25 +26,19 @@ from typing import Any
 
 import pytest
 
-from lngossip import Pipeline
-from lngossip.graph import dump
-from lngossip.ingest import make_pipeline, peak_rss_bytes, run
+from benches.common import b1_seconds, synced
+from lngossip.ingest import make_pipeline, peak_rss_bytes
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import CodecName, Keys
+from tests.test_hostile import build_topology_store
 
-SIGNATURES = 322_172
-CHANNELS = 50_808
 SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
 CASES = [(1, "rust"), (1, "python"), (4, "rust"), (4, "python")]
 
 
 @pytest.fixture(scope="module")
-def topology_store(topology_messages: list[bytes], tmp_path_factory: Any) -> Path:
-    path = Path(tmp_path_factory.mktemp("transport")) / "topology.store"
-    p = Pipeline(store=path)
-    run(p, [(0, m) for m in topology_messages])
-    p.sync_store()
-    return path
+def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_topology_store(tmp_path_factory.mktemp("transport") / "topology.store")
 
 
 def test_transport_b1_reference(
@@ -53,13 +47,9 @@ def test_transport_b1_reference(
     """B1 in this run: the yardstick of the sync figures."""
     benchmark.group = "transport"
 
-    def b1() -> float:
-        t0 = time.perf_counter()
-        r = run(make_pipeline("rust"), [(0, m) for m in topology_messages])
-        assert r.signatures_verified == SIGNATURES
-        return time.perf_counter() - t0
-
-    results["transport_b1_s"] = benchmark.pedantic(b1, rounds=1, iterations=1)
+    results["transport_b1_s"] = benchmark.pedantic(
+        lambda: b1_seconds(topology_messages), rounds=1, iterations=1
+    )
 
 
 def test_transport_per_message(topology_messages: list[bytes], results: dict[str, Any]) -> None:
@@ -142,19 +132,7 @@ async def _sync(
     t0 = time.monotonic()
     for node_id, port in addrs:
         await client.connect(node_id, "127.0.0.1", port)
-    graph = client.pipeline.graph
-    while (
-        len(graph) < CHANNELS
-        or client.pipeline.counters()["decisions"]["channel_update"]["accepted"]
-        + graph.node_count()
-        < len(msgs) - CHANNELS
-    ):
-        await asyncio.sleep(0.02)
-    await client.drain()
-    elapsed = max(client.last_processed_at, client.last_gossip_at) - t0
-    received = client.counters["gossip_received"]
-    assert client.pipeline.counters()["signatures_verified"] == SIGNATURES
-    assert set(dump(graph)) == set(msgs)
+    elapsed, received = await synced(client, msgs, t0)
     await client.close(10)
     return elapsed, received
 
