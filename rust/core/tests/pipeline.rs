@@ -594,3 +594,61 @@ fn live_updates_over_the_spam_limit_are_rate_limited_and_forgeries_spend_nothing
     p.submit(0, k.update(1 << 40, 1, now as u32 - 100, k.signer(1, 2, 1)));
     assert_eq!(p.process(10).outcomes[0].decision, Decision::Accepted);
 }
+
+#[test]
+fn frames_from_a_flooding_peer_wait_in_the_decoder_and_are_all_decided() {
+    use lngossip_core::transport::{CipherState, Decoder, Encoder};
+    let k = Keys::new();
+    let anns: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| k.announcement(2000 + u64::from(i), 10, 11 + i))
+        .collect();
+    let mut p = Engine::new(Config {
+        queue: QueueLimits {
+            max_bytes: 10_000,
+            max_messages: 100,
+            per_peer_bytes: 3_000,
+            per_peer_messages: 100,
+        },
+        threads: 1,
+        ..Config::default()
+    });
+    let (key, ck) = ([1u8; 32], [2u8; 32]);
+    let mut enc = Encoder::new(CipherState::new(key, ck));
+    let mut wire = Vec::new();
+    for m in &anns {
+        enc.encode(m, &mut wire).unwrap();
+    }
+    let mut dec = Decoder::new(CipherState::new(key, ck));
+    dec.push(&wire);
+    // what Codec.feed does: submit until queue_full, keep the refused message
+    let (mut held, mut queued, mut rounds) = (None, 0, 0);
+    loop {
+        let msg = match held.take() {
+            Some(m) => m,
+            None => match dec.next_message().unwrap() {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let (a, back) = p.submit_or_return(1, msg);
+        if a.decision == Decision::QueueFull {
+            // the same bytes come back, and nothing was remembered
+            assert!(back.is_some());
+            held = back;
+            let _ = p.process(1000);
+            rounds += 1;
+            continue;
+        }
+        assert!(back.is_none());
+        assert_eq!(a.decision, Decision::Queued);
+        queued += 1;
+    }
+    let _ = p.process(1000);
+    assert_eq!(queued, anns.len());
+    assert!(
+        rounds >= 5,
+        "the 3,000-byte share must have filled: {rounds}"
+    );
+    assert_eq!(p.graph().channel_count(), anns.len());
+    assert_eq!(dec.buffered(), 0);
+}
