@@ -3,7 +3,10 @@ engine over messages and returns every message's final decision."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -67,3 +70,31 @@ def decide_all(
 
 def single_peer(msgs: Iterable[bytes]) -> list[tuple[int, bytes]]:
     return [(0, m) for m in msgs]
+
+
+# pyln-proto and pyln-client live in a venv of their own (`make pyln`): they
+# ship a fork of coincurve under the same import name.
+PYLN_PYTHON_DEFAULT = Path(__file__).resolve().parents[1] / ".venv-pyln" / "bin" / "python"
+
+
+@functools.cache
+def _pyln_interpreter(probe: str) -> tuple[str | None, str]:
+    python = os.environ.get("LNGOSSIP_PYLN_PYTHON", str(PYLN_PYTHON_DEFAULT))
+    if not Path(python).exists():
+        return None, f"no pyln interpreter at {python} (set it up with: make pyln)"
+    r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        return None, f"{python} cannot run {probe!r}: {r.stderr.strip()[-300:]}"
+    return python, ""
+
+
+def pyln_interpreter(probe: str) -> str:
+    """The interpreter of ``make pyln`` (or ``$LNGOSSIP_PYLN_PYTHON``) if it
+    can run ``probe`` (an import); otherwise the test skips, or fails when
+    ``LNGOSSIP_REQUIRE_PYLN=1``."""
+    python, why = _pyln_interpreter(probe)
+    if python is None:
+        if os.environ.get("LNGOSSIP_REQUIRE_PYLN") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return python

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import socket
 import struct
 import subprocess
@@ -33,6 +32,7 @@ from tests.conftest import (
     TOPOLOGY,
     decide_all,
     needs_data,
+    pyln_interpreter,
     read_all,
     single_peer,
 )
@@ -594,35 +594,12 @@ def test_archive_order_does_not_matter() -> None:
 # -- 6. interop with Core Lightning's reader ----------------------------------------------
 
 GOSSMAP_PROBE = Path(__file__).with_name("gossmap_probe.py")
-PYLN_PYTHON_DEFAULT = Path(__file__).resolve().parents[1] / ".venv-pyln" / "bin" / "python"
-
-
-@functools.cache
-def _pyln_client_python() -> tuple[str | None, str]:
-    python = os.environ.get("LNGOSSIP_PYLN_PYTHON", str(PYLN_PYTHON_DEFAULT))
-    if not Path(python).exists():
-        return None, f"no pyln interpreter at {python} (set it up with: make pyln)"
-    probe = subprocess.run(
-        [python, "-c", "from pyln.client import Gossmap"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if probe.returncode != 0:
-        return None, f"{python} cannot import pyln.client: {probe.stderr.strip()[-300:]}"
-    return python, ""
 
 
 @pytest.fixture
 def pyln_client_python() -> str:
-    """The interpreter with pyln-client (``make pyln``). Skips without it,
-    unless LNGOSSIP_REQUIRE_PYLN=1 makes that a failure."""
-    python, why = _pyln_client_python()
-    if python is None:
-        if os.environ.get("LNGOSSIP_REQUIRE_PYLN") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    return python
+    """The interpreter with pyln-client (``make pyln``)."""
+    return pyln_interpreter("from pyln.client import Gossmap")
 
 
 def _gossmap(python: str, store: Path) -> dict[str, Any]:

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
 import socket
 import stat
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -38,6 +35,7 @@ from lngossip.net.transport import (
     accept,
     connect,
 )
+from tests.conftest import pyln_interpreter
 from tests.pyln_peer import make_message
 
 H = bytes.fromhex
@@ -694,35 +692,13 @@ def test_connection_frames_match_vectors(codec: CodecName) -> None:
 # -- interop with pyln-proto ---------------------------------------------------------
 
 PYLN_PEER = Path(__file__).with_name("pyln_peer.py")
-PYLN_PYTHON_DEFAULT = "/tmp/pyln-venv/bin/python"
-PYLN_SETUP = "python3 -m venv /tmp/pyln-venv && /tmp/pyln-venv/bin/pip install pyln-proto"
 INTEROP_COUNT = 1100  # 2200 nonces each way: two key rotations per direction
-
-
-@functools.cache
-def _pyln_python() -> tuple[str | None, str]:
-    python = os.environ.get("LNGOSSIP_PYLN_PYTHON", PYLN_PYTHON_DEFAULT)
-    if not Path(python).exists():
-        return None, f"no pyln-proto interpreter at {python} (set it up with: {PYLN_SETUP})"
-    probe = subprocess.run(
-        [python, "-c", "import pyln.proto.wire"], capture_output=True, text=True, timeout=120
-    )
-    if probe.returncode != 0:
-        return None, f"{python} cannot import pyln.proto.wire: {probe.stderr.strip()[-300:]}"
-    return python, ""
 
 
 @pytest.fixture
 def pyln_python() -> str:
-    """The interpreter with pyln-proto (kept out of the project venv: its
-    coincurve fork would replace coincurve). Skips without it, unless
-    LNGOSSIP_REQUIRE_PYLN=1 makes that a failure."""
-    python, why = _pyln_python()
-    if python is None:
-        if os.environ.get("LNGOSSIP_REQUIRE_PYLN") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    return python
+    """The interpreter with pyln-proto (``make pyln``)."""
+    return pyln_interpreter("import pyln.proto.wire")
 
 
 async def _finish(proc: asyncio.subprocess.Process) -> tuple[str, str]:
