@@ -274,13 +274,9 @@ fn live_policy_window() {
     assert_eq!(p.process(10).outcomes[0].decision, Decision::UnknownNode);
 }
 
-#[test]
-fn per_peer_share_pushes_back_on_the_flooder_only() {
-    let k = Keys::new();
-    let anns: Vec<Vec<u8>> = (0..40u8)
-        .map(|i| k.announcement(1000 + u64::from(i), 10, 11 + i))
-        .collect();
-    let mut p = Engine::new(Config {
+/// A 10,000-byte queue of which one peer may fill 3,000 bytes.
+fn small_share_engine() -> Engine {
+    Engine::new(Config {
         queue: QueueLimits {
             max_bytes: 10_000,
             max_messages: 100,
@@ -289,7 +285,16 @@ fn per_peer_share_pushes_back_on_the_flooder_only() {
         },
         threads: 1,
         ..Config::default()
-    });
+    })
+}
+
+#[test]
+fn per_peer_share_pushes_back_on_the_flooder_only() {
+    let k = Keys::new();
+    let anns: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| k.announcement(1000 + u64::from(i), 10, 11 + i))
+        .collect();
+    let mut p = small_share_engine();
     let decisions: Vec<Decision> = anns[..10]
         .iter()
         .map(|m| p.submit(1, m.clone()).decision)
@@ -602,16 +607,7 @@ fn frames_from_a_flooding_peer_wait_in_the_decoder_and_are_all_decided() {
     let anns: Vec<Vec<u8>> = (0..40u8)
         .map(|i| k.announcement(2000 + u64::from(i), 10, 11 + i))
         .collect();
-    let mut p = Engine::new(Config {
-        queue: QueueLimits {
-            max_bytes: 10_000,
-            max_messages: 100,
-            per_peer_bytes: 3_000,
-            per_peer_messages: 100,
-        },
-        threads: 1,
-        ..Config::default()
-    });
+    let mut p = small_share_engine();
     let (key, ck) = ([1u8; 32], [2u8; 32]);
     let mut enc = Encoder::new(CipherState::new(key, ck));
     let mut wire = Vec::new();
