@@ -20,6 +20,7 @@ run exit 1: minimise it, add it to ``fuzz/regressions/TARGET`` and fix it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -34,15 +35,17 @@ TARGETS = ("wire", "frame", "store", "pipeline")
 FRAME_KEY, FRAME_CK = b"\x96" * 32, b"\x91" * 32
 
 
+@functools.cache
+def _host() -> str:
+    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return out.split("host: ")[1].split()[0]
+
+
 def binary(target: str) -> Path:
-    host = (
-        subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True)
-        .stdout.split("host: ")[1]
-        .split()[0]
-    )
-    return ROOT / "target" / "fuzz" / host / "release" / target
+    return ROOT / "target" / "fuzz" / _host() / "release" / target
 
 
+@functools.cache
 def real_messages(limit: int) -> list[bytes]:
     """Distinct real messages of every type from the lnresearch and CLN files."""
     from lngossip.readers import iter_messages
@@ -68,15 +71,16 @@ def write_seeds(target: str, out: Path) -> int:
     if target == "wire":
         seeds = msgs
     elif target == "frame":
-        cs = CipherState(FRAME_KEY, FRAME_CK)
-        for i in range(0, 60, 6):
-            wire = b"".join(
-                cs.encrypt(b"", len(m).to_bytes(2, "big")) + cs.encrypt(b"", m)
-                for m in msgs[i : i + 6]
-            )
-            seeds.append(bytes([(i * 8) & 0xFE]) + wire)  # mode 0: raw frames
-            cs = CipherState(FRAME_KEY, FRAME_CK)
-        seeds += [b"\x01" + b"\xff".join(msgs[i : i + 4]) for i in range(0, 40, 4)]
+        # [read size][messages separated by 0xff] 0xfe [garbage: frames made
+        # with another key]
+        other = CipherState(b"\x01" * 32, FRAME_CK)
+        for i in range(0, 40, 4):
+            seed = bytes([1 + i * 6]) + b"\xff".join(msgs[i : i + 4])
+            if i % 8:
+                m = msgs[i]
+                seed += b"\xfe" + other.encrypt(b"", len(m).to_bytes(2, "big"))
+                seed += other.encrypt(b"", m)
+            seeds.append(seed)
     elif target == "store":
         cln = DATA / "real" / "cln"
         seeds = [p.read_bytes() for p in sorted(cln.iterdir())]

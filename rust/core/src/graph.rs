@@ -20,7 +20,7 @@
 //! Queries answer in pages through cursors (a `short_channel_id`, a
 //! `node_id`): a full dump is never materialized.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use crate::wire::{Gossip, NodeId};
@@ -485,7 +485,7 @@ impl Graph {
     /// announcements of its nodes not sent earlier in this call.
     pub fn messages_for(&self, short_channel_ids: &[u64]) -> Vec<&[u8]> {
         let mut out = Vec::new();
-        let mut sent: Vec<NodeId> = Vec::new();
+        let mut sent: HashSet<NodeId> = HashSet::new();
         for scid in short_channel_ids {
             let Some(c) = self.channel(*scid) else {
                 continue;
@@ -497,7 +497,7 @@ impl Graph {
                 }
                 if let Some(a) = self.nodes.get(&id).and_then(|n| n.announcement.as_ref()) {
                     out.push(&a.msg);
-                    sent.push(id);
+                    sent.insert(id);
                 }
             }
         }

@@ -492,17 +492,14 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
 
     /// Keep the accepted messages of a batch in the graph (and the store),
     /// all at once, so a reader sees all of the batch or none of it.
-    fn commit_accepted(&mut self, accepted: &[M]) -> Option<StoreError> {
+    fn commit_accepted(&mut self, accepted: &[M], gossip: &[Gossip]) -> Option<StoreError> {
         let now = u32::try_from(self.now()).unwrap_or(u32::MAX);
-        for m in accepted {
+        for (m, g) in accepted.iter().zip(gossip) {
             let msg = m.as_ref();
-            let Ok(g) = wire::parse(msg) else {
-                continue;
-            };
             let store = &mut self.store;
             let old = self
                 .graph
-                .commit(msg, &g, now, |ts| store.as_mut().map(|s| s.append(ts, msg)));
+                .commit(msg, g, now, |ts| store.as_mut().map(|s| s.append(ts, msg)));
             if let Some(old) = old {
                 self.delete_record(&old);
             }
@@ -739,12 +736,17 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
 
     /// Whether the spam limit lets `key` through now (spends nothing).
     fn rate_allows(&self, key: &Key) -> bool {
-        let now = self.now();
-        self.limiter.as_ref().is_none_or(|l| l.allows(key, now))
+        // the clock is read only when there is a limiter (live policy)
+        self.limiter
+            .as_ref()
+            .is_none_or(|l| l.allows(key, self.now()))
     }
 
     /// Spend a token of `key` (a verified message about to be stored).
     fn rate_spend(&mut self, key: Key) -> bool {
+        if self.limiter.is_none() {
+            return true;
+        }
         let now = self.now();
         self.limiter.as_mut().is_none_or(|l| l.spend(key, now))
     }
@@ -794,6 +796,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             candidates: Vec::new(),
             outcomes: Vec::new(),
             accepted: Vec::new(),
+            accepted_gossip: Vec::new(),
             signatures_verified: 0,
         };
         for _ in 0..max_messages {
@@ -857,6 +860,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                     self.counters.orphans_released += r.len() as u64;
                     released.extend(r);
                     b.accepted.push(p.msg);
+                    b.accepted_gossip.push(p.gossip);
                 }
             }
         }
@@ -964,10 +968,11 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             self.decide(&mut b.outcomes, &p, d, None);
             if d == Decision::Accepted {
                 b.accepted.push(p.msg);
+                b.accepted_gossip.push(p.gossip);
             }
         }
         self.counters.signatures_verified += b.signatures_verified;
-        let store_error = self.commit_accepted(&b.accepted);
+        let store_error = self.commit_accepted(&b.accepted, &b.accepted_gossip);
         Processed {
             outcomes: b.outcomes,
             accepted: b.accepted,
@@ -998,6 +1003,8 @@ pub struct Batch<M> {
     candidates: Vec<(Pending<M>, NodeId)>,
     outcomes: Vec<Outcome>,
     accepted: Vec<M>,
+    /// The parsed form of each of `accepted`, for the graph commit.
+    accepted_gossip: Vec<Gossip>,
     signatures_verified: u64,
 }
 

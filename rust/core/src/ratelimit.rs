@@ -24,7 +24,7 @@ pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
     refill_s: 60,
 };
 
-/// A key of a bucket: a channel direction (`short_channel_id << 1 | direction`)
+/// A key of a bucket: a channel direction (`short_channel_id`, `direction`)
 /// or a node (`node_id`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Key {

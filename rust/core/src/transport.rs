@@ -23,7 +23,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use sha2::Sha256;
 
 /// The longest message a frame carries (the length prefix is 2 bytes).
-pub const MAX_MESSAGE_LEN: usize = 65_535;
+pub use crate::wire::MAX_MESSAGE_LEN;
 /// Bytes of the sealed length prefix: 2 bytes of length and a 16-byte MAC.
 pub const HEADER_LEN: usize = 18;
 /// Bytes of a Poly1305 MAC.
@@ -95,11 +95,6 @@ impl CipherState {
             ck,
             n: 0,
         }
-    }
-
-    /// The current key.
-    pub fn key(&self) -> &[u8; 32] {
-        &self.key
     }
 
     /// The current chaining key.

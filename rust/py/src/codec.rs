@@ -8,6 +8,7 @@ use lngossip_core::pipeline::Decision;
 use lngossip_core::transport::{
     CipherState, Decoder, Encoder, FrameError, HEADER_LEN, MAC_LEN, MAX_MESSAGE_LEN,
 };
+use lngossip_core::wire::MsgKind;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -19,7 +20,7 @@ const DECISIONS: usize = Decision::ALL.len();
 /// Message types the codec hands to the pipeline (BOLT #7
 /// `channel_announcement`, `node_announcement`, `channel_update`).
 fn is_gossip(msg: &[u8]) -> bool {
-    msg.len() >= 2 && matches!(u16::from_be_bytes([msg[0], msg[1]]), 256..=258)
+    MsgKind::of(msg) != MsgKind::Unknown
 }
 
 fn transport_error(py: Python<'_>, reason: &str, detail: String) -> PyErr {
@@ -68,6 +69,8 @@ impl State {
     fn feed(&mut self, data: &[u8], limit: usize) -> Option<Fed> {
         self.dec.push(data);
         let mut out = Fed::default();
+        // the pipeline is locked once per read, from its first gossip message on
+        let mut pipeline = None;
         loop {
             let msg = match self.held.take() {
                 Some(m) => m,
@@ -92,7 +95,11 @@ impl State {
             };
             match &self.attached {
                 Some((p, peer)) if is_gossip(&msg) => {
-                    let (a, back) = p.lock().ok()?.submit_or_return(*peer, Msg::Rust(msg));
+                    if pipeline.is_none() {
+                        pipeline = Some(p.lock().ok()?);
+                    }
+                    let g = pipeline.as_mut()?;
+                    let (a, back) = g.submit_or_return(*peer, Msg::Rust(msg));
                     if a.decision == Decision::QueueFull {
                         match back {
                             Some(Msg::Rust(m)) => self.held = Some(m),
@@ -254,9 +261,6 @@ impl PyCodec {
     }
 
     fn encode<'py>(&self, py: Python<'py>, message: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        if message.len() > MAX_MESSAGE_LEN {
-            return Err(too_long(py, message.len()));
-        }
         let mut st = self.state(py)?;
         let mut out = Vec::with_capacity(HEADER_LEN + message.len() + MAC_LEN);
         catch_unwind(AssertUnwindSafe(|| st.enc.encode(message, &mut out)))

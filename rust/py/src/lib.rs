@@ -312,7 +312,7 @@ impl PyPipeline {
     }
 
     fn submit(&self, py: Python<'_>, peer: u64, msg: PyBackedBytes) -> PyResult<PyAdmission> {
-        let mut g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
+        let mut g = self.lock(py)?;
         let a = catch_unwind(AssertUnwindSafe(|| g.submit(peer, Msg::Py(msg))))
             .map_err(|_| internal(py))?;
         Ok(PyAdmission {
@@ -363,7 +363,7 @@ impl PyPipeline {
     }
 
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
+        let g = self.lock(py)?;
         let d = counters_dict(py, g.counters())?;
         d.set_item("queued", g.queued())?;
         d.set_item("queue_bytes", g.queue_bytes())?;
@@ -455,25 +455,25 @@ impl PyPipeline {
     }
 
     fn peer_queue_bytes(&self, py: Python<'_>, peer: u64) -> PyResult<usize> {
-        let g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
+        let g = self.lock(py)?;
         Ok(g.peer_queue_bytes(peer))
     }
 
     fn set_now(&self, py: Python<'_>, now: Option<u64>) -> PyResult<()> {
-        let mut g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
+        let mut g = self.lock(py)?;
         g.set_now(now);
         Ok(())
     }
 
     #[getter]
     fn queued(&self, py: Python<'_>) -> PyResult<usize> {
-        let g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
+        let g = self.lock(py)?;
         Ok(g.queued())
     }
 
     #[getter]
     fn queue_bytes(&self, py: Python<'_>) -> PyResult<usize> {
-        let g = self.inner.lock_py_attached(py).map_err(|_| internal(py))?;
+        let g = self.lock(py)?;
         Ok(g.queue_bytes())
     }
 
@@ -483,9 +483,15 @@ impl PyPipeline {
     }
 }
 
+/// Lock a pipeline from Python (waiting without holding the GIL); a
+/// poisoned lock is `InternalError`.
+fn lock<'a>(py: Python<'_>, inner: &'a Shared) -> PyResult<MutexGuard<'a, Pipeline<Msg>>> {
+    inner.lock_py_attached(py).map_err(|_| internal(py))
+}
+
 impl PyPipeline {
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<Msg>>> {
-        self.inner.lock_py_attached(py).map_err(|_| internal(py))
+        lock(py, &self.inner)
     }
 }
 
@@ -659,7 +665,7 @@ impl PyGraph {
 
 impl PyGraph {
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<Msg>>> {
-        self.inner.lock_py_attached(py).map_err(|_| internal(py))
+        lock(py, &self.inner)
     }
 
     /// Run a read of the graph; a panic becomes `InternalError`, never a
