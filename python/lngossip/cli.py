@@ -1,7 +1,8 @@
 """The ``lngossip`` command: ``ingest`` gossip files, or run the ``demo``.
 
-Exit status: 0 on success, 2 when an input cannot be read or an option is
-invalid (the message says which), 130 on Ctrl-C.
+Exit status: 0 on success, 1 when ``sync`` received no gossip from any
+peer, 2 when an input cannot be read or an option is invalid (the message
+says which), 130 on Ctrl-C.
 """
 
 from __future__ import annotations

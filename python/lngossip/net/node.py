@@ -56,7 +56,12 @@ from lngossip.net.transport import (
     accept,
     connect,
 )
-from lngossip.wire import MAINNET_CHAIN_HASH, parse_message
+from lngossip.wire import (
+    CHANNEL_UPDATE,
+    MAINNET_CHAIN_HASH,
+    NODE_ANNOUNCEMENT,
+    parse_message,
+)
 
 __all__ = ["CloseReport", "Node", "NodeConfig", "Peer"]
 
@@ -103,7 +108,7 @@ class NodeConfig:
     prune_interval: float = 24 * 3600.0
     #: Messages read from the graph per page of a dump.
     dump_page: int = 256
-    #: Bytes a peer's outbound queue (pongs, warnings) may hold. Dumps and
+    #: Bytes a peer's outbound queue (pings, pongs, relay) may hold. Dumps and
     #: query replies are not queued: the sender reads them from the graph a
     #: page at a time while the peer reads. A peer that lets more pile up is
     #: not reading: it is disconnected.
@@ -116,8 +121,8 @@ class NodeConfig:
     #: Client: seconds to wait for the answer to our own query before asking
     #: the peer with ``gossip_timestamp_filter`` instead.
     query_timeout: float = 30.0
-    #: Client: most ``short_channel_id``s remembered as requested (all peers)
-    #: and waiting to be queried (per peer): a bound on what a peer's replies
+    #: Client: most ``short_channel_id``s remembered as requested or waiting
+    #: to be queried (all peers together): a bound on what peers' replies
     #: can make this node hold (mainnet has about 50,000 channels).
     max_scids: int = 1_000_000
     #: Seconds between relay flushes: accepted gossip goes to every other
@@ -172,11 +177,10 @@ class Peer:
     rate_limited: int = 0
     gossip_received: int = 0
     task: asyncio.Task[None] | None = None
-    sync_done: asyncio.Event = field(default_factory=asyncio.Event)
     #: Address the connection came from (inbound) or went to.
     address: str = ""
-    # -- what we owe the peer: one sender task writes it, in this order
-    #: Small control messages (pong, warning), bounded by ``outbound_queue_bytes``.
+    # -- what we owe the peer: the sender task writes it, in this order
+    #: Queued messages (pings, pongs, relay), bounded by ``outbound_queue_bytes``.
     outbox: deque[bytes] = field(default_factory=deque)
     outbox_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -197,9 +201,8 @@ class Peer:
     relay_bytes: int = 0
     # -- what we asked the peer
     #: ``query_short_channel_ids`` chunks waiting for the previous reply (BOLT #7
-    #: allows one query in flight per peer), and their total ids.
+    #: allows one query in flight per peer).
     scid_chunks: list[list[int]] = field(default_factory=list)
-    scid_chunk_ids: int = 0
     query_in_flight: bool = False
     #: Our outstanding ``query_channel_range`` (replies are taken only for it).
     our_range: bolt.QueryChannelRange | None = None
@@ -332,17 +335,16 @@ class Node:
         targets = [p for p in self._active.values() if p.filter is not None]
         if not targets or not accepted:
             return
-        # outcomes and accepted list the accepted messages in the same order
-        origins = [o[1] for o in outcomes if o[3] == "accepted"]
-        if len(origins) != len(accepted):
-            origins = [0] * len(accepted)
+        # both engines list the accepted messages in the order of their outcomes
+        origins = [o.peer for o in outcomes if o.decision == "accepted"]
         limit = self.config.relay_pending_bytes
         for m, pid in zip(accepted, origins, strict=True):
             origin = self._peer_by_id.get(pid)
             key, ts = _relay_key(m)
             for p in targets:
-                if p.node_id == origin or p.filter is None:
+                if p.node_id == origin:
                     continue
+                assert p.filter is not None
                 first, span = p.filter
                 if ts is not None and not first <= ts < first + span:
                     continue
@@ -712,7 +714,6 @@ class Node:
                 peer.query_deadline = None
             return
         chunk = peer.scid_chunks.pop(0)
-        peer.scid_chunk_ids -= len(chunk)
         peer.query_in_flight = True
         peer.query_deadline = time.monotonic() + self.config.query_timeout
         await peer.conn.send(bolt.QueryShortChannelIds(self.config.chain_hash, chunk).encode())
@@ -730,10 +731,8 @@ class Node:
         for chunk in peer.scid_chunks:
             self._requested_scids.difference_update(chunk)
         peer.scid_chunks.clear()
-        peer.scid_chunk_ids = 0
         f = bolt.GossipTimestampFilter(self.config.chain_hash, self.config.first_timestamp)
         await peer.conn.send(f.encode())
-        peer.sync_done.set()
 
     def _take_reply_range(self, peer: Peer, r: bolt.ReplyChannelRange) -> list[int]:
         """The ids of a ``reply_channel_range`` to take: only while our query is
@@ -751,7 +750,7 @@ class Node:
             self.counters["reply_ids_outside_range"] += len(r.short_channel_ids) - len(inside)
         graph = self.pipeline.graph
         new: list[int] = []
-        room = self.config.max_scids - max(len(self._requested_scids), peer.scid_chunk_ids)
+        room = self.config.max_scids - len(self._requested_scids)
         for s in inside:
             if s in self._requested_scids or graph.channel(s) is not None:
                 continue
@@ -875,18 +874,13 @@ class Node:
             new = self._take_reply_range(peer, bolt.ReplyChannelRange.decode(msg))
             step = bolt.MAX_SCIDS_PER_MESSAGE
             peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
-            peer.scid_chunk_ids += len(new)
             await self._query_next_chunk(peer)
-            if peer.our_range is None and not peer.query_in_flight:
-                peer.sync_done.set()
         elif t == bolt.REPLY_SHORT_CHANNEL_IDS_END:
             if not peer.query_in_flight:
                 self.counters["unsolicited_reply_short_channel_ids_end"] += 1
                 return
             peer.query_in_flight = False
             await self._query_next_chunk(peer)
-            if not peer.scid_chunks and not peer.query_in_flight and peer.our_range is None:
-                peer.sync_done.set()
         elif t == bolt.ERROR:
             self.counters["errors_received"] += 1
             log.info("peer %s sent an error; disconnecting", peer.node_id.hex()[:16])
@@ -928,7 +922,9 @@ class Node:
         peer.wake.set()
 
     async def _sender(self, peer: Peer) -> None:
-        """The one task that writes to the peer: queued control messages first,
+        """The task that writes what the peer asked for and what is queued for
+        it (our own init, queries and last words are sent where they arise):
+        queued messages first,
         then the answer to its ``query_channel_range``, to its
         ``query_short_channel_ids``, then its ``gossip_timestamp_filter`` dump,
         one page at a time, read from the graph only as the peer reads (each
@@ -936,7 +932,7 @@ class Node:
         on our own queries that got no answer in ``query_timeout``."""
         while True:
             if peer.outbox:
-                # queued messages (pongs, relay) in batches of up to 64 KiB: one write each
+                # queued messages (pings, pongs, relay) in batches of up to 64 KiB: one write each
                 batch: list[bytes] = []
                 size = 0
                 while peer.outbox and (not batch or size + len(peer.outbox[0]) <= 65536):
@@ -1169,15 +1165,15 @@ def _relay_key(msg: bytes) -> tuple[tuple[int, int | bytes], int | None]:
     """What a newer message replaces in a pending relay batch, and the
     timestamp a filter is checked against (``None`` for announcements)."""
     t = int.from_bytes(msg[:2], "big")
-    if t == 258:  # channel_update: (short_channel_id, direction)
+    if t == CHANNEL_UPDATE:  # (short_channel_id, direction)
         scid, ts, _mf, cf = struct.unpack_from(">QIBB", msg, 98)
-        return (258, scid << 1 | (cf & 1)), ts
-    if t == 257:  # node_announcement: node_id
+        return (t, scid << 1 | (cf & 1)), ts
+    if t == NODE_ANNOUNCEMENT:  # node_id
         flen = int.from_bytes(msg[66:68], "big")
         ts = int.from_bytes(msg[68 + flen : 72 + flen], "big")
-        return (257, msg[72 + flen : 105 + flen]), ts
-    g = parse_message(msg)  # channel_announcement
-    return (256, g.short_channel_id or 0), None
+        return (t, msg[72 + flen : 105 + flen]), ts
+    g = parse_message(msg)  # channel_announcement: short_channel_id
+    return (t, g.short_channel_id or 0), None
 
 
 def _quiet_accept_errors(loop: asyncio.AbstractEventLoop, counters: Counter[str]) -> None:

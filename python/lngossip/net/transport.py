@@ -724,11 +724,11 @@ class Connection:
         return self._messages_received
 
     def _frames(self, msgs: list[bytes]) -> bytes:
+        if self._codec is not None:
+            return self._codec.encode_many(msgs)  # checks the lengths itself
         for m in msgs:
             if len(m) > MAX_MESSAGE_LEN:
                 raise TransportError("too_long", f"{len(m)} bytes > {MAX_MESSAGE_LEN}")
-        if self._codec is not None:
-            return self._codec.encode_many(msgs)
         enc = self._send.encrypt
         return b"".join(enc(b"", len(m).to_bytes(2, "big")) + enc(b"", m) for m in msgs)
 
@@ -937,7 +937,7 @@ class Connection:
         )
 
 
-def _check_timeout(timeout: float, codec: str = "rust") -> None:
+def _check_args(timeout: float, codec: str) -> None:
     if not timeout > 0:
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
     if codec not in _CODECS:
@@ -972,7 +972,7 @@ async def connect(
     Safe: if cancelled, the half-open connection is aborted and nothing
     leaks; no :class:`Connection` is returned.
     """
-    _check_timeout(timeout, codec)
+    _check_args(timeout, codec)
     handshake = Handshake.initiator(local, remote_node_id)
     writer: asyncio.StreamWriter | None = None
     try:
@@ -1022,7 +1022,7 @@ async def accept(
     Safe: if cancelled, the connection is aborted and no
     :class:`Connection` is returned.
     """
-    _check_timeout(timeout, codec)
+    _check_args(timeout, codec)
     handshake = Handshake.responder(local)
     try:
         async with asyncio.timeout(timeout):
