@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+from lngossip import Pipeline
 from lngossip.graph import dump
 from lngossip.ingest import make_pipeline, run
 from lngossip.net.node import Node
@@ -14,12 +16,18 @@ SIGNATURES = 322_172
 CHANNELS = 50_808
 
 
-def b1_seconds(msgs: list[bytes]) -> float:
-    """B1: ``msgs`` once from one peer through the Rust engine, in seconds."""
+def b1_seconds(msgs: list[bytes], store: Path | None = None) -> float:
+    """B1: ``msgs`` once from one peer through the Rust engine, in seconds;
+    with ``store``, kept in a new store there (synced to disk before the
+    clock stops)."""
+    p = make_pipeline("rust") if store is None else Pipeline(store=store)
     t0 = time.perf_counter()
-    r = run(make_pipeline("rust"), [(0, m) for m in msgs])
+    r = run(p, [(0, m) for m in msgs])
+    if store is not None:
+        p.sync_store()
+    elapsed = time.perf_counter() - t0
     assert r.signatures_verified == SIGNATURES
-    return time.perf_counter() - t0
+    return elapsed
 
 
 async def synced(client: Node, msgs: list[bytes], t0: float) -> tuple[float, int]:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from lngossip import readers
+from lngossip import Pipeline, readers
+from lngossip.ingest import run
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOPOLOGY = DATA / "topology" / "mainnet-2026-02-topology.gsp.xz"
@@ -22,6 +23,20 @@ def topology_messages() -> list[bytes]:
     if not TOPOLOGY.exists():
         pytest.skip("../shared/data/topology is missing")
     return list(readers.iter_messages(TOPOLOGY))
+
+
+@pytest.fixture(scope="session")
+def topology_store(
+    topology_messages: list[bytes], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The topology dataset in a store, verified once for the session (the
+    benchmarks that serve it copy it or only read it)."""
+    path = tmp_path_factory.mktemp("bench-store") / "topology.store"
+    p = Pipeline(store=path)
+    run(p, [(0, m) for m in topology_messages])
+    p.sync_store()
+    del p  # closes the store (one process, one writer)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ from tests.test_hostile import (
     MIB,
     Sampler,
     _announcements,
-    build_topology_store,
     closed_by_peer,
     hello,
     honest_sync,
@@ -36,11 +35,6 @@ from tests.test_hostile import (
 )
 
 ROWS: list[tuple[str, float, str]] = []
-
-
-@pytest.fixture(scope="module")
-def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_topology_store(tmp_path_factory.mktemp("attacks") / "topology.store")
 
 
 async def _flood(address: str, label: str, msgs: list[bytes], seconds: float = 30) -> None:

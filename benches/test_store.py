@@ -9,6 +9,7 @@ Run with ``make bench`` or ``pytest benches/test_store.py --benchmark-enable -s`
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,17 +18,15 @@ from typing import Any
 
 import pytest
 
+from benches.common import b1_seconds
 from benches.conftest import TOPOLOGY
-from lngossip import Pipeline
-from lngossip.ingest import make_pipeline, run
 
-SIGNATURES = 322_172
 ROUNDS = 2
 SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
 
 PROBE = """
 import json, sys, time
-from lngossip import Pipeline
+from benches.common import b1_seconds
 from lngossip.ingest import peak_rss_bytes
 t0 = time.perf_counter()
 p = Pipeline(store=sys.argv[1])
@@ -36,17 +35,6 @@ print(json.dumps({"open_s": time.perf_counter() - t0, "peak_rss_bytes": peak_rss
                   "message_bytes": p.graph.message_bytes(),
                   "signatures_verified": p.counters()["signatures_verified"]}))
 """
-
-
-def _b1(msgs: list[bytes], store: Path | None) -> float:
-    p = make_pipeline("rust") if store is None else Pipeline(store=store)
-    t0 = time.perf_counter()
-    r = run(p, [(0, m) for m in msgs])
-    if store is not None:
-        p.sync_store()
-    elapsed = time.perf_counter() - t0
-    assert r.signatures_verified == SIGNATURES
-    return elapsed
 
 
 def test_store_overhead_b1(
@@ -58,9 +46,9 @@ def test_store_overhead_b1(
 
     def both() -> None:
         for i in range(ROUNDS):
-            times["plain"].append(_b1(topology_messages, None))
+            times["plain"].append(b1_seconds(topology_messages))
             path = tmp_path / f"b1-{i}.store"
-            times["store"].append(_b1(topology_messages, path))
+            times["store"].append(b1_seconds(topology_messages, path))
         results["store_file_bytes"] = path.stat().st_size
 
     benchmark.pedantic(both, rounds=1, iterations=1)
@@ -70,16 +58,13 @@ def test_store_overhead_b1(
 
 
 def test_reopen_topology_store(
-    benchmark: Any, topology_messages: list[bytes], results: dict[str, Any], tmp_path: Path
+    benchmark: Any, topology_store: Path, results: dict[str, Any], tmp_path: Path
 ) -> None:
     """Reopen the topology store in a fresh process: time, memory, nothing verified;
     and ``serve --store`` from process start to its address line."""
     benchmark.group = "store"
     path = tmp_path / "topology.store"
-    p = Pipeline(store=path)
-    run(p, [(0, m) for m in topology_messages])
-    p.sync_store()
-    del p
+    shutil.copyfile(topology_store, path)
 
     def probe() -> dict[str, Any]:
         out = subprocess.run(

@@ -30,15 +30,9 @@ from benches.common import b1_seconds, synced
 from lngossip.ingest import make_pipeline, peak_rss_bytes
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import CodecName, Keys
-from tests.test_hostile import build_topology_store
 
 SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
 CASES = [(1, "rust"), (1, "python"), (4, "rust"), (4, "python")]
-
-
-@pytest.fixture(scope="module")
-def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_topology_store(tmp_path_factory.mktemp("transport") / "topology.store")
 
 
 def test_transport_b1_reference(

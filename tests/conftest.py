@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lngossip import readers
+from lngossip import Pipeline, readers
 from lngossip.ingest import make_pipeline, run
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -98,3 +98,21 @@ def pyln_interpreter(probe: str) -> str:
             pytest.fail(why)
         pytest.skip(why)
     return python
+
+
+def build_topology_store(path: Path) -> Path:
+    """The whole topology dataset in a store at ``path``; skips without the data."""
+    if not TOPOLOGY.exists():
+        pytest.skip("../shared/data/topology is missing")
+    p = Pipeline(store=path)
+    run(p, ((0, m) for m in readers.iter_messages(TOPOLOGY)))
+    p.sync_store()
+    return path
+
+
+@pytest.fixture(scope="session")
+def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole topology dataset in a store, verified once for the session.
+    Tests that may write to it (a ``serve`` of it) must not change what it
+    holds; tests that need it exactly copy it."""
+    return build_topology_store(tmp_path_factory.mktemp("topology") / "topology.store")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import shutil
 import socket
 import struct
 import subprocess
@@ -22,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from lngossip import Pipeline, gen, readers
+from lngossip import Pipeline, gen
 from lngossip.graph import Address, Graph, GraphReader, dump
 from lngossip.ingest import PipelineLike, make_pipeline, run
 from tests.conftest import (
     CLN_STORE,
+    ENGINES,
     LNRESEARCH,
     REAL,
-    TOPOLOGY,
     decide_all,
     needs_data,
     pyln_interpreter,
@@ -37,7 +38,6 @@ from tests.conftest import (
     single_peer,
 )
 
-ENGINES = ("rust", "baseline")
 TWO_WEEKS = 14 * 24 * 3600
 ALL_BLOCKS = 0xFFFFFFFF
 CA, NA, CU = 256, 257, 258
@@ -149,12 +149,11 @@ def _synthetic() -> gen.SyntheticGraph:
     return gen.synthetic_graph(300, 120, seed=7)
 
 
-def _feed(engine: str, msgs: list[bytes], **kw: Any) -> tuple[PipelineLike, list[bytes]]:
-    """A pipeline of ``engine`` fed ``msgs`` from one peer; returns it and what it accepted."""
+def _feed(engine: str, msgs: list[bytes], **kw: Any) -> PipelineLike:
+    """A pipeline of ``engine`` fed ``msgs`` from one peer."""
     p = make_pipeline(engine, **kw)
-    accepted: list[bytes] = []
-    run(p, single_peer(msgs), engine=engine, batch=128, on_accepted=accepted.extend)
-    return p, accepted
+    run(p, single_peer(msgs), engine=engine, batch=128)
+    return p
 
 
 def _pages(r: GraphReader, size: int, lo: int = 0, span: int = ALL_BLOCKS) -> list[list[bytes]]:
@@ -264,7 +263,7 @@ def test_graph_queries_parity_and_prune_parity() -> None:
     ups = [_upd(u) for u in g.channel_updates]
     lo_ts, hi_ts = min(u.timestamp for u in ups), max(u.timestamp for u in ups)
     mid = (lo_ts + hi_ts) // 2
-    pipes = {e: _feed(e, msgs)[0] for e in ENGINES}
+    pipes = {e: _feed(e, msgs) for e in ENGINES}
     snaps = {e: _snapshot(p.graph, g, mid) for e, p in pipes.items()}
     _assert_same(snaps["rust"], snaps["baseline"])
 
@@ -364,7 +363,7 @@ def test_decoded_view_matches_wire_bytes(engine: str) -> None:
     """Graph's ChannelUpdate and Node fields equal a by-hand decode of the
     generator's messages at the BOLT #7 offsets."""
     g = _synthetic()
-    p, _ = _feed(engine, g.messages())
+    p = _feed(engine, g.messages())
     view = Graph(p)
     by_dir = _newest(g.channel_updates)
     assert len(by_dir) == 600
@@ -658,7 +657,7 @@ def test_gossmap_reads_our_store_synthetic(tmp_path: Path, pyln_client_python: s
     channels, half channels (fees, cltv, htlc limits, disabled) and nodes."""
     g = _synthetic()
     store = tmp_path / "gossip_store"
-    p, _ = _feed("rust", g.messages(), store=store)
+    p = _feed("rust", g.messages(), store=store)
     p.sync_store()
     seen = _gossmap(pyln_client_python, store)
     assert seen["channels"] == 300 and seen["nodes"] == 120
@@ -669,14 +668,14 @@ def test_gossmap_reads_our_store_synthetic(tmp_path: Path, pyln_client_python: s
 
 
 @needs_data
-def test_gossmap_reads_our_store_topology(tmp_path: Path, pyln_client_python: str) -> None:
+def test_gossmap_reads_our_store_topology(
+    tmp_path: Path, pyln_client_python: str, topology_store: Path
+) -> None:
     """The whole mainnet topology through our store, read by Gossmap:
     50,808 channels, 17,324 nodes, every direction as Graph reports it."""
     store = tmp_path / "gossip_store"
+    shutil.copyfile(topology_store, store)
     p = Pipeline(store=store)
-    report = readers.ReadReport(path=str(TOPOLOGY))
-    run(p, ((0, m) for m in readers.iter_messages(TOPOLOGY, report)), engine="rust")
-    p.sync_store()
     seen = _gossmap(pyln_client_python, store)
     assert seen["channels"] == 50_808 and seen["nodes"] == 17_324
     assert len(seen["directions"]) == 101_616

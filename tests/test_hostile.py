@@ -24,7 +24,6 @@ import pytest
 
 from lngossip import Pipeline, gen, readers
 from lngossip.graph import dump
-from lngossip.ingest import run
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import Connection, Keys, TransportError, accept, connect
@@ -65,22 +64,6 @@ class Sampler:
         self._stop.set()
         self._t.join()
         return self.peak
-
-
-def build_topology_store(path: Path) -> Path:
-    """The whole topology dataset in a store at ``path``; skips without the data."""
-    if not TOPOLOGY.exists():
-        pytest.skip("../shared/data/topology is missing")
-    p = Pipeline(store=path)
-    run(p, ((0, m) for m in readers.iter_messages(TOPOLOGY)))
-    p.sync_store()
-    return path
-
-
-@pytest.fixture(scope="module")
-def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole topology dataset in a store (verified once for the module)."""
-    return build_topology_store(tmp_path_factory.mktemp("hostile") / "topology.store")
 
 
 @contextlib.contextmanager
@@ -554,7 +537,8 @@ def test_truncated_xz_is_ingested_up_to_the_damage(tmp_path: Path) -> None:
     is ingested and written, and the damage is one stderr line naming the file
     (before: a 42-line EOFError traceback and nothing written)."""
     cut = tmp_path / "cut.gsp.xz"
-    cut.write_bytes(TOPOLOGY.read_bytes()[: 1 << 20])
+    with TOPOLOGY.open("rb") as f:
+        cut.write_bytes(f.read(1 << 20))
     out = tmp_path / "out.gsp"
     r = subprocess.run(
         [*LNGOSSIP, "ingest", str(cut), "--out", str(out), "--json"],

@@ -270,8 +270,9 @@ def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses(code
             await sampler
         assert sent > 1000
         assert victim.counters["backpressure_waits"] > 0  # the flooder was paused
-        # the Rust codec held at most one 64 KiB read plus one partial frame
-        assert held[0] <= 65536 + 65569, held[0]
+        if codec == "rust":
+            # the Rust codec held at most one 64 KiB read plus one partial frame
+            assert 0 < held[0] <= 65536 + 65569, held[0]
         assert victim.counters["invalid_signatures"] >= 50
         assert victim.is_banned(flooder_keys.node_id)
         # a banned node cannot come back

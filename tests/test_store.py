@@ -133,7 +133,6 @@ def test_kill_9_while_appending_loses_nothing_flushed(graph_file: Path, tmp_path
     byte and dropped."""
     rng = random.Random(50)
     total = len(list(readers.iter_messages(graph_file)))
-    torn_runs = 0
     for run_no in range(50):
         store = tmp_path / f"store-{run_no}"
         lines = _run_and_kill(store, graph_file, "append", rng.uniform(0.0, 0.4))
@@ -148,7 +147,6 @@ def test_kill_9_while_appending_loses_nothing_flushed(graph_file: Path, tmp_path
             torn = rec[: rng.randrange(1, len(rec))]
             with store.open("ab") as f:
                 f.write(torn)
-            torn_runs += 1
         size_before = store.stat().st_size
         p = Pipeline(store=store)
         rep = p.store_report()
@@ -164,7 +162,6 @@ def test_kill_9_while_appending_loses_nothing_flushed(graph_file: Path, tmp_path
         # and the store is now clean: a second open drops nothing
         again = Pipeline(store=store).store_report()
         assert again is not None and again["truncated_bytes"] == 0
-    assert torn_runs == 25
 
 
 def test_kill_9_during_compaction_leaves_a_valid_store(graph_file: Path, tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ class Pipeline:
         store_sync_interval_ms: see ``store``.
 
     Defaults not given here come from the core's ``Config::for_policy``.
-    Opening a store releases the GIL (about 0.3 s for the 170k-message
+    Opening a store releases the GIL (0.26 s for the 170k-message
     topology dataset).
 
     Raises:

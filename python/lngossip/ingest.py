@@ -292,7 +292,7 @@ def report_from(
     c = pipeline.counters()
     store = pipeline.store_report()
     return IngestReport(
-        store={**store, "path": str(store["path"])} if store is not None else None,
+        store=dict(store) if store is not None else None,
         engine=engine,
         messages=messages,
         decisions={k: dict(c["decisions"][k]) for k in MSG_KINDS},

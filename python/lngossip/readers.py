@@ -624,7 +624,6 @@ class _Decompress(io.RawIOBase):
         self._codec = codec
         self._on_damage = on_damage
         self._d: Any = self._new()
-        self._tail = b""  # zlib: input not consumed yet
         self._done = False
 
     def _new(self) -> Any:
@@ -651,7 +650,7 @@ class _Decompress(io.RawIOBase):
                     if not rest:
                         self._done = True
                         return 0
-                    self._d, self._tail = self._new(), b""
+                    self._d = self._new()
                     data = self._d.decompress(rest, len(view))
                 else:
                     zlib_tail = self._codec == "gzip" and self._d.unconsumed_tail
