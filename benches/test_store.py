@@ -26,7 +26,7 @@ SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
 
 PROBE = """
 import json, sys, time
-from benches.common import b1_seconds
+from lngossip import Pipeline
 from lngossip.ingest import peak_rss_bytes
 t0 = time.perf_counter()
 p = Pipeline(store=sys.argv[1])
