@@ -39,7 +39,12 @@ async def make_node(label: str, *, serves: PipelineLike | None = None, **cfg: An
     pipeline = serves or make_pipeline("rust", policy="archive", threads=2, **pipeline_kw)
     n = Node(keys(label), pipeline, config=NodeConfig(**cfg))
     n.addr = await n.listen("127.0.0.1", 0)  # type: ignore[attr-defined]
+    _made.append(n)
     return n
+
+
+#: the nodes the running test made, closed by run() if the test fails
+_made: list[Node] = []
 
 
 async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -52,7 +57,17 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "")
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:
     async def main() -> None:
-        await coro()
+        _made.clear()
+        try:
+            await coro()
+        except BaseException:
+            # a failed test leaves no sockets behind to fail the next one
+            for n in _made:
+                with contextlib.suppress(Exception):
+                    await n.close(1)
+            raise
+        finally:
+            _made.clear()
         # nothing of ours is left running
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not others, others
