@@ -221,6 +221,49 @@ def test_close_under_load_meets_its_deadline_and_writes_what_was_accepted() -> N
     run(body)
 
 
+class _SlowPipeline:
+    """A pipeline whose ``process`` takes ``delay`` seconds longer."""
+
+    def __init__(self, inner: PipelineLike, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+
+    def process(self, max_messages: int = 4096) -> Any:
+        time.sleep(self._delay)
+        return self._inner.process(max_messages)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@needs_data
+def test_a_batch_that_outlives_close_still_reaches_on_accepted() -> None:
+    """close() returns at its deadline even when a batch in a thread takes
+    longer; that batch is committed by the core either way, and its accepted
+    messages reach ``on_accepted`` when the thread returns (a cancelled
+    ``await`` must not drop them)."""
+    msgs = topology(300)
+
+    async def body() -> None:
+        inner = make_pipeline("rust", policy="archive")
+        written: list[bytes] = []
+        node = Node(keys("slow"), _SlowPipeline(inner, 0.6), on_accepted=written.extend)  # type: ignore[arg-type]
+        await node.start()
+        for m in msgs:
+            inner.submit(1, m)
+        node._work.set()
+        await until(lambda: node._busy_processing, what="a batch in flight")
+        t0 = time.monotonic()
+        report = await node.close(timeout=0.2)
+        assert time.monotonic() - t0 <= 0.2 + 0.1
+        assert not report.drained
+        assert written == []  # the batch is still in its thread
+        await until(lambda: inner.queued == 0 and bool(written), what="the late batch")
+        accepted = sum(v["accepted"] for v in inner.counters()["decisions"].values())
+        assert len(written) == accepted > 0
+
+    run(body)
+
+
 @needs_data
 @pytest.mark.parametrize("codec", ["rust", "python"])
 def test_flooding_peer_is_slowed_and_banned_while_an_honest_peer_progresses(codec: str) -> None:

@@ -1164,6 +1164,12 @@ class Node:
         deadline, flush output, cancel what is left; returns within ``timeout``
         seconds with no task of this node left running.
 
+        Once closing, batches are sized from the measured cost per message
+        so the last one ends before the deadline. If one still overruns it
+        (a stalled machine), close returns anyway; the core commits that batch
+        when its thread returns, and its accepted messages then reach
+        ``on_accepted`` and the relay (``CloseReport.drained`` is ``False``).
+
         # Cancel safety
         Not meant to be cancelled; if it is, call it again.
         """
