@@ -221,6 +221,24 @@ def test_close_under_load_meets_its_deadline_and_writes_what_was_accepted() -> N
     run(body)
 
 
+def test_a_reader_told_queue_full_after_the_last_batch_does_not_wait_forever() -> None:
+    """A read can be refused (``queue_full``) and then await something else
+    (a pong) while the processing loop empties the queue: no batch is left
+    to wake it. Waiting for room then returns at once, and the retry gets in
+    (under load this hung ``test_disconnect_mid_sync`` once)."""
+
+    async def body() -> None:
+        node = await make_node("waiter", sync=False)
+        await node.start()
+        await node.drain()
+        assert not node.pipeline.queued
+        await asyncio.wait_for(node._wait_for_room(), 1.0)
+        assert node.counters["backpressure_waits"] == 1
+        await node.close(1)
+
+    run(body)
+
+
 class _SlowPipeline:
     """A pipeline whose ``process`` takes ``delay`` seconds longer."""
 

@@ -55,6 +55,22 @@ def test_flooding_peer_gets_queue_full_second_peer_gets_in(engine: str) -> None:
 
 @needs_data
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_message_larger_than_the_caps_gets_in_once_the_queue_is_empty(engine: str) -> None:
+    """Caps smaller than a message would refuse it forever, and the node
+    reading that peer would wait forever: an empty queue admits anything,
+    so the caps are exceeded by one message at most."""
+    anns = [m for m in topology(3_000) if m[:2] == b"\x01\x00"][:3]
+    p = ENGINE_CLASSES[engine](max_queue_bytes=100, per_peer_bytes=50)
+    assert p.submit(1, anns[0]).decision == Decision.QUEUED
+    assert p.submit(1, anns[1]).decision == Decision.QUEUE_FULL
+    assert p.submit(2, anns[2]).decision == Decision.QUEUE_FULL
+    p.process()
+    assert p.submit(2, anns[2]).decision == Decision.QUEUED
+    assert p.counters()["queue_high_water_bytes"] == max(len(anns[0]), len(anns[2]))
+
+
+@needs_data
+@pytest.mark.parametrize("engine", ENGINES)
 def test_queue_bytes_never_exceed_cap_under_many_peers(engine: str) -> None:
     msgs = topology(4_000)
     cap = 150_000

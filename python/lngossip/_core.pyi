@@ -137,7 +137,9 @@ class Pipeline:
             ``None`` reads the clock.
         max_queue_bytes / max_queue_messages: global queue caps (32 MiB, 100,000).
         per_peer_bytes / per_peer_messages: one peer's share (default a quarter
-            of each cap); a peer over its share gets ``queue_full``.
+            of each cap); a peer over its share gets ``queue_full``. An
+            empty queue admits any message, so caps below a message's size
+            (up to 65,535 bytes) delay it instead of refusing it forever.
         orphan_capacity / orphan_max_bytes: orphan cache bounds; default
             per policy: live 10,000 updates and 4 MB (Core Lightning's
             bound), archive 1,000,000 and 256 MiB (so an archive's outcome

@@ -477,7 +477,7 @@ class _Queue:
         n = len(item.msg)
         q = self.peers.get(peer)
         pb, pm = (self.peer_bytes[peer], len(q)) if q else (0, 0)
-        if (
+        if self.messages and (  # an empty queue admits anything (as the core)
             self.bytes + n > self.max_bytes
             or self.messages >= self.max_messages
             or pb + n > self.peer_max_bytes

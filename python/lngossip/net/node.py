@@ -833,11 +833,7 @@ class Node:
                     raise TransportError(f.error, "frame MAC check failed")
                 if not f.paused:
                     break
-                self.counters["backpressure_waits"] += 1
-                self._idle.clear()
-                self._work.set()
-                async with self._room:
-                    await self._room.wait()
+                await self._wait_for_room()
                 f = conn.resume()
 
     async def _on_message(self, peer: Peer, msg: bytes) -> None:
@@ -968,16 +964,27 @@ class Node:
         """Submit; on ``queue_full`` stop reading this peer until room frees up."""
         a = self.pipeline.submit(pid, msg)
         while a.decision == "queue_full":
-            self.counters["backpressure_waits"] += 1
-            self._work.set()
-            async with self._room:
-                await self._room.wait()
+            await self._wait_for_room()
             a = self.pipeline.submit(pid, msg)
         if a.decision == "queued":
             self._idle.clear()
             self._work.set()
         elif a.decision == "rate_limited":
             self._count_rate_limited(pid)
+
+    async def _wait_for_room(self) -> None:
+        """After a ``queue_full`` answer: wake the processing loop and wait
+        for its next batch to free room. Returns at once when nothing is
+        queued or in flight, since no batch would come to wake the caller (the
+        last one may have ended while the caller awaited something else, e.g.
+        a reply to a non-gossip message of the same read) and a retry gets in
+        (an empty queue admits any message)."""
+        self.counters["backpressure_waits"] += 1
+        self._idle.clear()
+        self._work.set()
+        async with self._room:
+            if self.pipeline.queued or self._busy_processing:
+                await self._room.wait()
 
     def _count_rate_limited(self, pid: int, n: int = 1) -> None:
         """Count messages over the spam limit, for the node and its peer."""

@@ -72,7 +72,15 @@ impl<T> Queue<T> {
     }
 
     /// Whether an item of `len` bytes from `peer` would be admitted now.
+    ///
+    /// An empty queue admits any item, so one larger than a byte cap (a
+    /// 65,535-byte message against a small share) still gets through once
+    /// the queue drains instead of being refused forever; the caps are then
+    /// exceeded by that one item at most.
     pub fn has_room(&self, peer: u64, len: usize) -> bool {
+        if self.messages == 0 {
+            return true;
+        }
         let (pb, pm) = self
             .peers
             .get(&peer)
@@ -174,5 +182,23 @@ mod tests {
         );
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.high_water_bytes(), 60);
+    }
+
+    #[test]
+    fn an_item_larger_than_a_cap_waits_for_an_empty_queue() {
+        let mut q = Queue::new(QueueLimits {
+            max_bytes: 100,
+            max_messages: 10,
+            per_peer_bytes: 40,
+            per_peer_messages: 10,
+        });
+        assert!(q.push(2, 10, 0).is_ok());
+        // over the peer's share and the global cap: refused while anything is queued
+        assert_eq!(q.push(1, 150, 1), Err(1));
+        assert_eq!(q.pop(), Some((2, 0)));
+        // once the queue is empty it gets in, and nothing else after it
+        assert!(q.push(1, 150, 1).is_ok());
+        assert_eq!(q.push(2, 1, 2), Err(2));
+        assert_eq!(q.high_water_bytes(), 150);
     }
 }
