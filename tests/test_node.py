@@ -21,7 +21,7 @@ from lngossip import ingest
 from lngossip.graph import dump
 from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
 from lngossip.net import messages as bolt
-from lngossip.net.node import Node, NodeConfig
+from lngossip.net.node import Node, NodeConfig, Peer
 from lngossip.net.transport import Keys, TransportError, connect
 from tests.conftest import needs_data, topology
 
@@ -235,6 +235,36 @@ def test_a_reader_told_queue_full_after_the_last_batch_does_not_wait_forever() -
         await asyncio.wait_for(node._wait_for_room(), 1.0)
         assert node.counters["backpressure_waits"] == 1
         await node.close(1)
+
+    run(body)
+
+
+def test_a_cancel_that_reaches_a_closing_connection_still_sets_closed() -> None:
+    """A cancel can reach a connection's task after its task group has ended,
+    while it closes the socket (Python 3.11; under load it hung
+    ``test_disconnect_mid_sync``: ``disconnect()`` and the server callback
+    waited on ``closed`` forever). ``closed`` is set all the same."""
+
+    class SlowClose:
+        def __init__(self) -> None:
+            self.done = asyncio.Event()
+
+        async def close(self) -> None:
+            await asyncio.sleep(0.2)
+            self.done.set()
+
+    async def body() -> None:
+        node = Node(keys("forget"), make_pipeline("rust"))
+        conn = SlowClose()
+        peer = Peer(b"\x02" * 33, 1, False, conn)  # type: ignore[arg-type]
+        forgetting = asyncio.create_task(node._forget(peer))
+        await asyncio.sleep(0.01)
+        forgetting.cancel()
+        await asyncio.wait({forgetting})
+        assert forgetting.cancelled()
+        assert peer.closed.is_set()
+        assert node.counters["closed:cancelled"] == 1
+        await asyncio.wait_for(conn.done.wait(), 2)  # the shielded close still finishes
 
     run(body)
 

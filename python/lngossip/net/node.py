@@ -671,17 +671,25 @@ class Node:
             peer.task.cancel()
 
     async def _forget(self, peer: Peer) -> None:
-        self._connections.discard(peer)
-        if self._active.get(peer.node_id) is peer:
-            del self._active[peer.node_id]
-        reason = peer.close_reason or "cancelled"
-        self.counters[f"closed:{reason}"] += 1
-        if peer.ready.is_set():
-            log.info("peer %s disconnected: %s", peer.node_id.hex()[:16], reason)
-        self._ready_changed.set()
-        with contextlib.suppress(Exception):
-            await asyncio.shield(peer.conn.close())
-        peer.closed.set()
+        """Drop ``peer`` from the books, close its socket, set ``closed``.
+
+        ``closed`` is set even if this task is cancelled while the socket
+        closes (a cancel can reach a connection's task after its task group
+        has ended): ``disconnect()`` and the inbound server callback wait on it.
+        """
+        try:
+            self._connections.discard(peer)
+            if self._active.get(peer.node_id) is peer:
+                del self._active[peer.node_id]
+            reason = peer.close_reason or "cancelled"
+            self.counters[f"closed:{reason}"] += 1
+            if peer.ready.is_set():
+                log.info("peer %s disconnected: %s", peer.node_id.hex()[:16], reason)
+            self._ready_changed.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(peer.conn.close())
+        finally:
+            peer.closed.set()
 
     async def disconnect(
         self, node_id: bytes, generation: int | None = None, reason: str = "local"
