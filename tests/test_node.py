@@ -241,7 +241,7 @@ def test_a_reader_told_queue_full_after_the_last_batch_does_not_wait_forever() -
 
 def test_a_cancel_that_reaches_a_closing_connection_still_sets_closed() -> None:
     """A cancel can reach a connection's task after its task group has ended,
-    while it closes the socket (Python 3.11; under load it hung
+    while it closes the socket (CPython #116720, before 3.13; under load it hung
     ``test_disconnect_mid_sync``: ``disconnect()`` and the server callback
     waited on ``closed`` forever). ``closed`` is set all the same."""
 

@@ -674,8 +674,10 @@ class Node:
         """Drop ``peer`` from the books, close its socket, set ``closed``.
 
         ``closed`` is set even if this task is cancelled while the socket
-        closes (a cancel can reach a connection's task after its task group
-        has ended): ``disconnect()`` and the inbound server callback wait on it.
+        closes: ``disconnect()`` and the inbound server callback wait on it.
+        On Python < 3.13 a child of the connection's task group that fails
+        while the group exits leaves a cancel of this task that the group does
+        not take back (CPython #116720); it lands at the first ``await`` here.
         """
         try:
             self._connections.discard(peer)
