@@ -257,9 +257,8 @@ class Node:
         self._idle = asyncio.Event()
         self._inbound_by_address: Counter[str] = Counter()
         self._ready_changed = asyncio.Event()
-        self._closing = False
         self._busy_processing = False
-        #: loop time by which the last batch must end once closing
+        #: set by close(): loop time by which the last batch must end
         self._close_deadline: float | None = None
         #: measured processing cost (seconds per message, moving average);
         #: the start value is a loaded two-core machine's channel_announcement
@@ -276,6 +275,10 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def _closing(self) -> bool:
+        return self._close_deadline is not None
 
     # -- identity and bookkeeping ------------------------------------------
     @property
@@ -1193,7 +1196,7 @@ class Node:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         deadline = t0 + timeout
-        self._closing = True
+        self._close_deadline = deadline - 0.05
         if self._server is not None:
             self._server.close()
         for t in list(self._tasks):
@@ -1209,7 +1212,6 @@ class Node:
         # batches sized to end before the deadline (see _batch_size) and
         # returns when the queue is empty or no batch fits; a batch in flight
         # is waited for, so what it accepted reaches on_accepted too
-        self._close_deadline = deadline - 0.05
         if self._processing is not None and self._processing.done():
             self._processing = None  # closed before: run the loop again
         if self._processing is None and self.pipeline.queued:

@@ -288,12 +288,17 @@ fn small_share_engine() -> Engine {
     })
 }
 
+/// `n` channel announcements from `k`, `short_channel_id`s from `first_scid` on.
+fn announcements(k: &Keys, first_scid: u64, n: u8) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| k.announcement(first_scid + u64::from(i), 10, 11 + i))
+        .collect()
+}
+
 #[test]
 fn per_peer_share_pushes_back_on_the_flooder_only() {
     let k = Keys::new();
-    let anns: Vec<Vec<u8>> = (0..40u8)
-        .map(|i| k.announcement(1000 + u64::from(i), 10, 11 + i))
-        .collect();
+    let anns = announcements(&k, 1000, 40);
     let mut p = small_share_engine();
     let decisions: Vec<Decision> = anns[..10]
         .iter()
@@ -604,9 +609,7 @@ fn live_updates_over_the_spam_limit_are_rate_limited_and_forgeries_spend_nothing
 fn frames_from_a_flooding_peer_wait_in_the_decoder_and_are_all_decided() {
     use lngossip_core::transport::{CipherState, Decoder, Encoder};
     let k = Keys::new();
-    let anns: Vec<Vec<u8>> = (0..40u8)
-        .map(|i| k.announcement(2000 + u64::from(i), 10, 11 + i))
-        .collect();
+    let anns = announcements(&k, 2000, 40);
     let mut p = small_share_engine();
     let (key, ck) = ([1u8; 32], [2u8; 32]);
     let mut enc = Encoder::new(CipherState::new(key, ck));
