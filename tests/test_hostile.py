@@ -428,26 +428,29 @@ def test_query_refused_with_a_warning_falls_back_to_the_filter() -> None:
 # -- connections -----------------------------------------------------------------------
 
 
-def test_connections_from_one_address_are_capped(caplog: pytest.LogCaptureFixture) -> None:
-    """200 connections from one address: at most ``max_inbound_per_address``
-    are kept, the rest closed at once and counted, with a log line, not a
-    traceback each; a peer from another address still connects."""
+def test_connections_from_one_network_group_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    """200 connections from addresses of one /16: at most
+    ``max_inbound_per_netgroup`` are kept, the rest closed at once and
+    counted, with a log line, not a traceback each; a peer from another
+    network group still connects."""
 
     async def body() -> None:
-        cfg = NodeConfig(sync=False, max_inbound_per_address=8)
+        cfg = NodeConfig(sync=False, max_inbound_per_netgroup=8)
         async with Node(keys("capped"), config=cfg) as node:
             host, port = await node.listen("127.0.0.1")
             socks = []
-            for _ in range(200):
-                r, w = await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0))
+            for i in range(200):
+                src = f"127.1.{i % 50}.{2 + i // 50}"  # 200 addresses, one /16
+                r, w = await asyncio.open_connection(host, port, local_addr=(src, 0))
                 socks.append((r, w))
             for _ in range(100):
                 if node.counters["refused_connection_limit"] >= 192:
                     break
                 await asyncio.sleep(0.02)
             assert node.counters["refused_connection_limit"] == 192
-            assert sum(node._inbound_by_address.values()) == 8
-            # an honest peer from 127.0.0.1 gets in
+            assert node.counters["refused:netgroup"] == 192
+            assert dict(node._inbound_by_group) == {"127.1.0.0/16": 8}
+            # an honest peer from 127.0.0.1 (another /16) gets in
             conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "honest")
             await conn.close()
             for _, w in socks:
@@ -643,7 +646,9 @@ from lngossip.net.transport import Keys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 async def main():
-    cfg = NodeConfig(sync=False, max_inbound=10_000, max_inbound_per_address=10_000)
+    cfg = NodeConfig(
+        sync=False, max_inbound=10_000, max_pending_inbound=10_000, max_inbound_per_netgroup=10_000
+    )
     async with Node(Keys(bytes(31) + b"\\x07"), config=cfg) as node:
         host, port = await node.listen()
         print(port, flush=True)

@@ -34,14 +34,17 @@ import asyncio
 import contextlib
 import errno
 import functools
+import hashlib
+import ipaddress
 import itertools
 import logging
+import os
 import random
 import resource
 import struct
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,12 +67,40 @@ from lngossip.wire import (
     parse_message,
 )
 
-__all__ = ["CloseReport", "Node", "NodeConfig", "Peer"]
+__all__ = ["CloseReport", "Node", "NodeConfig", "Peer", "eviction_victim", "netgroup"]
 
 log = logging.getLogger("lngossip.net")
 
 GOSSIP_TYPES = frozenset((256, 257, 258))
 _NODE_ANNOUNCEMENT_TYPE = (257).to_bytes(2, "big")
+
+#: Inbound peers protected from eviction by network group: the ones whose
+#: group hashes lowest under a secret key of this node, so an attacker cannot
+#: choose groups that win (Bitcoin Core ``AttemptToEvictConnection`` protects
+#: 4 by keyed network group).
+EVICTION_PROTECT_NETGROUPS = 4
+#: Inbound peers protected from eviction for having sent gossip we accepted
+#: most recently (Bitcoin Core protects 4 for novel transactions and 4 for
+#: novel blocks). After these, half of the rest, the longest connected, are
+#: protected too, and the victim is the youngest connection of the network
+#: group holding the most connections.
+EVICTION_PROTECT_USEFUL = 8
+
+
+def netgroup(address: str) -> str:
+    """The network group of an IP address, as eviction and the
+    per-group limit count it: the /16 of an IPv4 address (an IPv4-mapped
+    IPv6 address counts as IPv4), the /32 of an IPv6 address, the text
+    itself for anything else (a Unix socket path). One operator easily holds
+    many addresses in one group, few groups (Bitcoin Core's ``GetGroup``)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 16 if ip.version == 4 else 32
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 @dataclass
@@ -79,10 +110,21 @@ class NodeConfig:
     chain_hash: bytes = MAINNET_CHAIN_HASH
     #: Send a ``ping`` after this long without hearing from the peer.
     ping_interval: float = 30.0
-    #: Disconnect when the ``pong`` has not come this long after a ``ping``.
+    #: Disconnect when, after a ``ping``, this long passes with neither the
+    #: ``pong`` nor any progress: nothing received from the peer and none of
+    #: our bytes taken by its TCP stack (see :meth:`Connection.bytes_delivered`).
+    #: A peer reading a long dump slowly is alive even when our ``ping``
+    #: waits behind megabytes of our own data in the socket buffers; only a
+    #: peer that neither answers nor reads is dead (issue 13: three of four
+    #: slow honest readers were cut off by the pong-only rule).
     ping_timeout: float = 15.0
-    #: Time allowed for the BOLT #8 handshake and again for both ``init`` messages.
+    #: Time allowed for the BOLT #8 handshake and again for both ``init``
+    #: messages of a connection we dial.
     handshake_timeout: float = 10.0
+    #: Seconds an inbound connection has to finish the handshake and both
+    #: ``init`` messages in all; until then it holds one of the
+    #: ``max_pending_inbound`` slots, not one of the ``max_inbound`` slots.
+    inbound_ready_timeout: float = 5.0
     #: Messages per verification batch.
     batch: int = 4096
     #: Sync from every new peer.
@@ -136,18 +178,68 @@ class NodeConfig:
     #: past half its outbound queue at a flush, relay to it is dropped and
     #: counted: a peer that cannot keep up loses relay, it is not buffered.
     relay_pending_bytes: int = 4 << 20
-    #: Inbound connections at most, in all and per remote IP address (LDK
-    #: and lnd cap both); more are closed at once and counted. The total
-    #: defaults to 256, or less when the file-descriptor limit is low (half
-    #: of what is left after 64), so the node never runs out of descriptors
-    #: for its own outbound connections, its store and its files.
+    #: Ready inbound connections at most. When they are all taken, a new
+    #: inbound connection that becomes ready *evicts* the least valuable
+    #: inbound peer instead of being refused (Bitcoin Core's
+    #: ``AttemptToEvictConnection``, see :func:`eviction_victim`); outbound
+    #: peers we chose are never evicted. Defaults to 256, or less when the
+    #: file-descriptor limit is low (half of what is left after 64), so the
+    #: node never runs out of descriptors for its own outbound connections,
+    #: its store and its files.
     max_inbound: int = field(default_factory=lambda: _default_max_inbound())
-    max_inbound_per_address: int = 8
+    #: Inbound connections still in the handshake or ``init`` exchange at
+    #: most: their own smaller budget, so connections that never finish
+    #: cannot hold the ready slots. When it is full, a new connection
+    #: evicts the oldest pending connection of the network group that has
+    #: the most pending ones.
+    max_pending_inbound: int = 32
+    #: Inbound connections (pending and ready) per network group at most
+    #: (/16 for IPv4, /32 for IPv6: what one operator can easily hold many
+    #: addresses of; Bitcoin Core groups the same way); more are refused at
+    #: once and counted.
+    max_inbound_per_netgroup: int = 8
     #: Who frames and encrypts established connections: ``"rust"`` (the
     #: core's codec: a socket read is decrypted and its gossip submitted in
     #: one call, without coming back to Python per message) or ``"python"``
     #: (the reference, on ``cryptography``; one call per frame).
     codec: CodecName = "rust"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "ping_interval",
+            "ping_timeout",
+            "handshake_timeout",
+            "inbound_ready_timeout",
+            "ping_window",
+            "query_timeout",
+            "reconnect_initial",
+            "reconnect_max",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"NodeConfig.{name} must be positive (seconds)")
+        for name in ("prune_interval", "relay_interval", "ban_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"NodeConfig.{name} must be 0 or more (seconds)")
+        for name in (
+            "batch",
+            "dump_page",
+            "outbound_queue_bytes",
+            "max_pings",
+            "max_scids",
+            "relay_pending_bytes",
+            "max_inbound",
+            "max_pending_inbound",
+            "max_inbound_per_netgroup",
+            "ban_after_invalid",
+        ):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"NodeConfig.{name} must be at least 1")
+        if self.sync_mode not in ("filter", "query"):
+            raise ConfigError(
+                f"NodeConfig.sync_mode must be 'filter' or 'query': {self.sync_mode!r}"
+            )
+        if len(self.chain_hash) != 32:
+            raise ConfigError("NodeConfig.chain_hash must be 32 bytes")
 
 
 @dataclass
@@ -180,8 +272,18 @@ class Peer:
     task: asyncio.Task[None] | None = None
     #: Address the connection came from (inbound) or went to.
     address: str = ""
+    #: Network group of ``address`` (see :func:`netgroup`).
+    netgroup: str = ""
+    #: When the connection became ready (monotonic seconds; 0: not yet).
+    ready_at: float = 0.0
+    #: When gossip it sent was last accepted (monotonic seconds; 0: never):
+    #: recently useful peers are protected from eviction.
+    last_useful: float = 0.0
     # -- what we owe the peer: the sender task writes it, in this order
-    #: Queued messages (pings, pongs, relay), bounded by ``outbound_queue_bytes``.
+    #: The control lane: our pings and our pongs, sent before anything else.
+    control: deque[bytes] = field(default_factory=deque)
+    #: The data lane: relay, after the control lane. Both lanes together are
+    #: bounded by ``outbound_queue_bytes``.
     outbox: deque[bytes] = field(default_factory=deque)
     outbox_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -214,6 +316,61 @@ class Peer:
     def initiator(self) -> str:
         """``"local"`` when we dialled, ``"remote"`` when the peer did."""
         return "local" if self.outbound else "remote"
+
+
+@dataclass(eq=False)
+class _Pending:
+    """An inbound connection that is not ready yet (handshake, ``init``)."""
+
+    netgroup: str
+    #: When it was accepted (monotonic seconds).
+    since: float
+    #: The server callback running its handshake (cancelled to evict it then).
+    task: asyncio.Task[Any] | None
+    #: The connection once the handshake is done (evicted through its own task).
+    peer: Peer | None = None
+
+
+def eviction_victim(inbound: Iterable[Peer], key: bytes) -> Peer | None:
+    """The inbound peer to evict for a new one when every inbound slot is
+    taken, or ``None`` when every candidate is protected (the new connection
+    is then refused). Bitcoin Core's ``AttemptToEvictConnection``, for
+    gossip:
+
+    1. protect :data:`EVICTION_PROTECT_NETGROUPS` peers whose network group
+       hashes lowest under ``key`` (network diversity an attacker cannot aim at);
+    2. protect the :data:`EVICTION_PROTECT_USEFUL` peers that most recently
+       sent gossip we accepted;
+    3. protect the longest-connected half of the rest;
+    4. of the rest, take the network group with the most connections (ties:
+       the group holding the youngest connection) and evict its youngest
+       connection: an attacker who opens many connections from few groups
+       evicts its own.
+    """
+    cands = sorted(inbound, key=lambda p: hashlib.sha256(key + p.netgroup.encode()).digest())
+    cands = cands[EVICTION_PROTECT_NETGROUPS:]
+    useful = sorted((p for p in cands if p.last_useful), key=lambda p: -p.last_useful)
+    protected = {id(p) for p in useful[:EVICTION_PROTECT_USEFUL]}
+    cands = sorted((p for p in cands if id(p) not in protected), key=lambda p: p.ready_at)
+    cands = cands[len(cands) // 2 :]
+    if not cands:
+        return None
+    groups: defaultdict[str, list[Peer]] = defaultdict(list)
+    for p in cands:
+        groups[p.netgroup].append(p)
+    biggest = max(groups.values(), key=lambda g: (len(g), max(p.ready_at for p in g)))
+    return max(biggest, key=lambda p: p.ready_at)
+
+
+def _pending_victim(pending: Iterable[_Pending]) -> _Pending | None:
+    """The pending inbound connection to evict for a new one: the oldest of
+    the network group with the most pending connections."""
+    pending = list(pending)
+    if not pending:
+        return None
+    sizes = Counter(p.netgroup for p in pending)
+    top = max(sizes.values())
+    return min((p for p in pending if sizes[p.netgroup] == top), key=lambda p: p.since)
 
 
 class Node:
@@ -255,7 +412,12 @@ class Node:
         self._relaying: asyncio.Task[None] | None = None
         #: set when the processing loop has nothing left to do
         self._idle = asyncio.Event()
-        self._inbound_by_address: Counter[str] = Counter()
+        #: inbound connections (pending and ready) per network group
+        self._inbound_by_group: Counter[str] = Counter()
+        #: inbound connections not ready yet
+        self._pending_inbound: set[_Pending] = set()
+        #: secret of the keyed network-group protection of eviction_victim
+        self._eviction_key = os.urandom(16)
         self._ready_changed = asyncio.Event()
         self._busy_processing = False
         #: set by close(): loop time by which the last batch must end
@@ -418,43 +580,91 @@ class Node:
             return
         peername = writer.get_extra_info("peername")
         address = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        group = netgroup(address)
         cfg = self.config
-        total = sum(self._inbound_by_address.values())
-        if total >= cfg.max_inbound or self._inbound_by_address[address] >= (
-            cfg.max_inbound_per_address
-        ):
-            self.counters["refused_connection_limit"] += 1
-            if self.counters["refused_connection_limit"] in (1, 10, 100, 1000, 10000):
-                log.info(
-                    "refusing connections over the limits (%d in all, %d per address): "
-                    "%d refused so far",
-                    cfg.max_inbound,
-                    cfg.max_inbound_per_address,
-                    self.counters["refused_connection_limit"],
-                )
-            writer.close()
+        if self._inbound_by_group[group] >= cfg.max_inbound_per_netgroup:
+            self._refuse(writer, "netgroup")
             return
-        self._inbound_by_address[address] += 1
+        if len(self._pending_inbound) >= cfg.max_pending_inbound:
+            victim = _pending_victim(self._pending_inbound)
+            if victim is not None:
+                self._evict_pending(victim)
         me = asyncio.current_task()
+        pending = _Pending(group, time.monotonic(), me)
+        self._pending_inbound.add(pending)
+        self._inbound_by_group[group] += 1
         if me is not None:
             self._tasks.add(me)  # so close() cancels a handshake in progress
+        peer: Peer | None = None
         try:
-            peer = await self._handshake_inbound(reader, writer, address)
+            try:
+                # handshake and both inits within their own short deadline
+                async with asyncio.timeout(cfg.inbound_ready_timeout):
+                    peer = await self._handshake_inbound(reader, writer, address, group)
+                    if peer is not None:
+                        pending.peer = peer
+                        await _wait_any(peer.ready, peer.closed)
+            except TimeoutError:
+                self.counters["inbound_ready_timeout"] += 1
+                if peer is None:
+                    writer.close()
+                else:
+                    peer.close_reason = peer.close_reason or "ready_timeout"
+                    self._cancel(peer)
+            finally:
+                self._pending_inbound.discard(pending)
             if peer is not None:
                 await peer.closed.wait()
         except asyncio.CancelledError:
-            # closing: end this server callback quietly (the stream machinery
-            # would log a cancelled callback task as an error)
+            # closing or evicted: end this server callback quietly (the stream
+            # machinery would log a cancelled callback task as an error)
             writer.close()
         finally:
-            self._inbound_by_address[address] -= 1
-            if not self._inbound_by_address[address]:
-                del self._inbound_by_address[address]
+            self._inbound_by_group[group] -= 1
+            if not self._inbound_by_group[group]:
+                del self._inbound_by_group[group]
             if me is not None:
                 self._tasks.discard(me)
 
+    def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        """Close a new inbound connection over a limit; count it, and log
+        the first, 10th, 100th... refusal."""
+        writer.close()
+        self.counters["refused_connection_limit"] += 1
+        self.counters[f"refused:{reason}"] += 1
+        n = self.counters["refused_connection_limit"]
+        if n in (1, 10, 100, 1000, 10000):
+            cfg = self.config
+            log.info(
+                "refusing connections over the limits (%d per network group, %d ready "
+                "inbound with no peer to evict): %d refused so far (last: %s)",
+                cfg.max_inbound_per_netgroup,
+                cfg.max_inbound,
+                n,
+                reason,
+            )
+
+    def _evict_pending(self, victim: _Pending) -> None:
+        """Close a pending inbound connection to make room for a new one."""
+        self._pending_inbound.discard(victim)
+        self.counters["evicted_pending"] += 1
+        n = self.counters["evicted_pending"]
+        if n in (1, 10, 100, 1000, 10000):
+            log.info(
+                "pending inbound connections at their limit (%d): evicting the oldest of "
+                "the busiest network group (%s); %d evicted so far",
+                self.config.max_pending_inbound,
+                victim.netgroup,
+                n,
+            )
+        if victim.peer is not None:
+            victim.peer.close_reason = "evicted_pending"
+            self._cancel(victim.peer)
+        elif victim.task is not None:
+            victim.task.cancel()
+
     async def _handshake_inbound(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, group: str
     ) -> Peer | None:
         try:
             conn = await accept(
@@ -474,7 +684,14 @@ class Node:
             log.info("refused banned peer %s from %s", conn.remote_node_id.hex()[:16], address)
             await conn.close()
             return None
-        peer = Peer(conn.remote_node_id, next(self._generation), False, conn, address=address)
+        peer = Peer(
+            conn.remote_node_id,
+            next(self._generation),
+            False,
+            conn,
+            address=address,
+            netgroup=group,
+        )
         # the connection is the node's to own (and to cancel), not the server callback's
         self._spawn(self._run(peer), f"peer-{peer.node_id.hex()[:8]}-{peer.generation}")
         return peer
@@ -521,7 +738,14 @@ class Node:
             self.counters[f"dial_failed:{getattr(e, 'reason', 'os')}"] += 1
             log.info("dialling %s@%s:%d failed: %s", node_id.hex()[:16], host, port, e)
             raise
-        peer = Peer(node_id, next(self._generation), True, conn, address=f"{host}:{port}")
+        peer = Peer(
+            node_id,
+            next(self._generation),
+            True,
+            conn,
+            address=f"{host}:{port}",
+            netgroup=netgroup(host),
+        )
         task = self._spawn(self._run(peer), f"peer-{node_id.hex()[:8]}-{peer.generation}")
         ready = asyncio.ensure_future(peer.ready.wait())
         done = asyncio.ensure_future(task)
@@ -657,7 +881,10 @@ class Node:
                 self._cancel(other)
             else:
                 return False
+        if not peer.outbound and not self._inbound_slot(peer):
+            return False
         self._active[peer.node_id] = peer
+        peer.ready_at = time.monotonic()
         peer.ready.set()
         self._ready_changed.set()
         self.counters["ready"] += 1
@@ -667,6 +894,37 @@ class Node:
             peer.initiator,
             peer.generation,
         )
+        return True
+
+    def _inbound_slot(self, peer: Peer) -> bool:
+        """Make room for inbound ``peer`` among the ``max_inbound`` ready
+        inbound connections, evicting the least valuable one when they are
+        all taken (:func:`eviction_victim`); False when none can go."""
+        inbound = [p for p in self._active.values() if not p.outbound and p.node_id != peer.node_id]
+        if len(inbound) < self.config.max_inbound:
+            return True
+        victim = eviction_victim(inbound, self._eviction_key)
+        if victim is None:
+            peer.close_reason = "inbound_full"
+            self.counters["refused_connection_limit"] += 1
+            self.counters["refused:inbound_full"] += 1
+            return False
+        self.counters["evicted"] += 1
+        n = self.counters["evicted"]
+        log.log(
+            logging.INFO if n in (1, 10, 100, 1000, 10000) else logging.DEBUG,
+            "inbound connections at their limit (%d): evicting %s (%s, connected %.0f s) "
+            "for %s; %d evicted so far",
+            self.config.max_inbound,
+            victim.node_id.hex()[:16],
+            victim.address,
+            time.monotonic() - victim.ready_at,
+            peer.node_id.hex()[:16],
+            n,
+        )
+        victim.close_reason = "evicted"
+        del self._active[victim.node_id]
+        self._cancel(victim)
         return True
 
     def _cancel(self, peer: Peer) -> None:
@@ -781,6 +1039,12 @@ class Node:
         return new
 
     async def _pinger(self, peer: Peer) -> None:
+        """Ping after ``ping_interval`` without hearing from the peer; end the
+        connection (``ping_timeout``) only when a whole ``ping_timeout``
+        passes with no pong and no progress: nothing received and none of
+        our bytes taken by the peer. Our ping goes out in the control lane,
+        but in the socket buffers it still waits behind the data sent before
+        it, which a slow honest reader takes minutes to read."""
         cfg = self.config
         while True:
             idle = time.monotonic() - peer.last_rx
@@ -788,15 +1052,22 @@ class Node:
                 await asyncio.sleep(cfg.ping_interval - idle)
                 continue
             peer.pong.clear()
-            await self._enqueue(peer, bolt.encode_ping(8))
+            await self._enqueue(peer, bolt.encode_ping(8), control=True)
             self.counters["pings_sent"] += 1
-            try:
-                async with asyncio.timeout(cfg.ping_timeout):
-                    await peer.pong.wait()
-            except TimeoutError:
-                # acts on its own generation only (snarkOS #3331)
-                self.counters["ping_timeouts"] += 1
-                raise _Disconnect("ping_timeout") from None
+            mark = (peer.conn.bytes_delivered(), peer.last_rx)
+            while True:
+                try:
+                    async with asyncio.timeout(cfg.ping_timeout):
+                        await peer.pong.wait()
+                    break
+                except TimeoutError:
+                    now = (peer.conn.bytes_delivered(), peer.last_rx)
+                    if now == mark:
+                        # acts on its own generation only (snarkOS #3331)
+                        self.counters["ping_timeouts"] += 1
+                        raise _Disconnect("ping_timeout") from None
+                    mark = now  # the peer reads or talks: alive, the pong is on its way
+                    self.counters["ping_waits_extended"] += 1
 
     def _note_gossip(self, peer: Peer, n: int) -> None:
         """Book ``n`` gossip messages just received from ``peer``."""
@@ -923,16 +1194,17 @@ class Node:
             await self._warn_and_close(peer, "too many pings", "ping_flood")
         n = bolt.decode_ping(msg)
         if self.config.answer_pings and n < bolt.PONG_BYTES_IGNORED:
-            await self._enqueue(peer, bolt.encode_pong(n))
+            await self._enqueue(peer, bolt.encode_pong(n), control=True)
 
-    async def _enqueue(self, peer: Peer, msg: bytes) -> None:
-        """Queue a small message for the peer's sender; a peer whose queue
-        passes ``outbound_queue_bytes`` is not reading and is disconnected."""
+    async def _enqueue(self, peer: Peer, msg: bytes, *, control: bool = False) -> None:
+        """Queue a message for the peer's sender: in the control lane (pings,
+        pongs: sent first) or the data lane. A peer whose lanes pass
+        ``outbound_queue_bytes`` together is not reading and is disconnected."""
         if peer.outbox_bytes + len(msg) > self.config.outbound_queue_bytes:
             self.counters["outbound_queue_full"] += 1
             log.info("peer %s does not read; disconnecting", peer.node_id.hex()[:16])
             raise _Disconnect("outbound_queue_full")
-        peer.outbox.append(msg)
+        (peer.control if control else peer.outbox).append(msg)
         peer.outbox_bytes += len(msg)
         peer.wake.set()
 
@@ -946,15 +1218,17 @@ class Node:
         ``send`` waits while the peer's socket buffer is full). Also gives up
         on our own queries that got no answer in ``query_timeout``."""
         while True:
-            if peer.outbox:
-                # queued messages (pings, pongs, relay) in batches of up to 64 KiB: one write each
+            if peer.control or peer.outbox:
+                # the control lane (pings, pongs), then the data lane (relay), in
+                # batches of up to 64 KiB: one write each
                 batch: list[bytes] = []
                 size = 0
-                while peer.outbox and (not batch or size + len(peer.outbox[0]) <= 65536):
-                    m = peer.outbox.popleft()
-                    peer.outbox_bytes -= len(m)
-                    batch.append(m)
-                    size += len(m)
+                for lane in (peer.control, peer.outbox):
+                    while lane and (not batch or size + len(lane[0]) <= 65536):
+                        m = lane.popleft()
+                        peer.outbox_bytes -= len(m)
+                        batch.append(m)
+                        size += len(m)
                 await peer.conn.send_many(batch)
             elif peer.range_query is not None:
                 await self._reply_channel_range_step(peer)
@@ -1127,12 +1401,19 @@ class Node:
             per = (asyncio.get_running_loop().time() - t0) / n
             self._seconds_per_message = 0.5 * self._seconds_per_message + 0.5 * per
         bad: Counter[int] = Counter()
+        useful: set[int] = set()
         for _seq, pid, _kind, decision, _reason in res.outcomes:
-            if decision == "invalid_signature":
+            if decision == "accepted":
+                useful.add(pid)
+            elif decision == "invalid_signature":
                 bad[pid] += 1
             elif decision == "rate_limited":
                 self._count_rate_limited(pid)
-        self.last_processed_at = time.monotonic()
+        self.last_processed_at = now = time.monotonic()
+        for pid in useful:  # protected from eviction for a while
+            peer = self._active.get(self._peer_by_id.get(pid, b""))
+            if peer is not None:
+                peer.last_useful = now
         self._queue_relay(res.outcomes, res.accepted)
         if self.on_accepted is not None and res.accepted:
             self.on_accepted(res.accepted)
@@ -1234,6 +1515,16 @@ class Node:
         except GossipError:
             log.exception("syncing the store failed")
         return CloseReport(drained, self.pipeline.queued, loop.time() - t0)
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def _default_max_inbound() -> int:

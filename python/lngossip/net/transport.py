@@ -46,9 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
+import struct
 import tempfile
+import termios
 from pathlib import Path
 from typing import Final, Literal
 
@@ -706,6 +709,23 @@ class Connection:
         """Bytes of frames written (18 + len + 16 per message; handshake
         acts not counted)."""
         return self._bytes_sent
+
+    def bytes_delivered(self) -> int:
+        """Bytes of our frames that the peer's TCP stack has taken:
+        :attr:`bytes_sent` less what still waits in this connection's write
+        buffer and in the kernel's send queue (``SIOCOUTQ``; on systems
+        without it the kernel queue is not subtracted). Once the socket
+        buffers are full it grows only as the peer reads, so it tells a slow
+        reader (it grows, however slowly) from a dead one (it stops)."""
+        unsent = self._writer.transport.get_write_buffer_size()
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                unsent += struct.unpack("i", out)[0]
+            except (OSError, ValueError):
+                pass
+        return max(self._bytes_sent - unsent, 0)
 
     @property
     def bytes_received(self) -> int:
