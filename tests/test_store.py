@@ -182,6 +182,173 @@ def test_kill_9_during_compaction_leaves_a_valid_store(graph_file: Path, tmp_pat
         assert not Path(f"{store}.compact").exists()
 
 
+# -- damage in the middle of the store ----------------------------------------------
+
+DAMAGE_SHAPES = ("bit_flip", "length", "page_zeroed", "bytes_removed", "complete_cleared")
+
+
+def _scid_of_announcement(msg: bytes) -> int:
+    """``short_channel_id`` of a channel_announcement, decoded here
+    (BOLT #7: type, 4 signatures, features, chain_hash, then the scid)."""
+    (flen,) = struct.unpack_from(">H", msg, 2 + 4 * 64)
+    (scid,) = struct.unpack_from(">Q", msg, 2 + 4 * 64 + 2 + flen + 32)
+    return int(scid)
+
+
+def _graph_scids(p: Pipeline) -> set[int]:
+    out: set[int] = set()
+    after = None
+    while page := p.graph.short_channel_ids(after=after, limit=10_000):
+        out.update(page)
+        after = page[-1]
+    return out
+
+
+def _damage(data: bytes, rec: tuple[int, int, int], shape: str) -> tuple[bytes, int, int]:
+    """``data`` with ``shape`` applied at record ``rec`` (offset, flags,
+    length); returns the damaged bytes and the removed range ``(at, n)``
+    (``n`` 0 unless bytes were removed)."""
+    off, flags, n = rec
+    b = bytearray(data)
+    removed = (0, 0)
+    if shape == "bit_flip":
+        b[off + 12 + n // 2] ^= 0x08
+    elif shape == "length":
+        # the message now runs 200 bytes into the next records
+        struct.pack_into(">H", b, off + 2, n + 200)
+    elif shape == "page_zeroed":
+        page = off // 4096 * 4096
+        b[page : page + 4096] = bytes(4096)
+    elif shape == "bytes_removed":
+        removed = (off + 40, 1000)
+        del b[off + 40 : off + 1040]
+    elif shape == "complete_cleared":
+        struct.pack_into(">H", b, off, flags & ~0x2000)
+    return bytes(b), *removed
+
+
+def _lost_records(
+    data: bytes, damaged: bytes, recs: list[tuple[int, int, int]], removed: tuple[int, int]
+) -> list[int]:
+    """Indexes of the records whose bytes the damage touched."""
+    at, gone = removed
+    lost = []
+    for i, (off, _flags, n) in enumerate(recs):
+        end = off + 12 + n
+        if gone:
+            if off < at + gone and end > at:
+                lost.append(i)
+        elif damaged[off:end] != data[off:end]:
+            lost.append(i)
+    return lost
+
+
+@pytest.mark.parametrize("shape", DAMAGE_SHAPES)
+def test_mid_file_damage_loses_only_the_damaged_records(
+    topology_store: Path, tmp_path: Path, shape: str
+) -> None:
+    """A copy of the topology store damaged in the middle (a bit flipped in
+    the middle channel_announcement, its length field damaged, the 4 KiB
+    page around it zeroed, 1,000 bytes of it removed, its complete flag
+    cleared): reopened, every channel but the damaged records' is there, the
+    damaged original is kept where the report says, the report names the
+    skipped range, and the lost channel's original messages are accepted
+    again (nothing of them was remembered)."""
+    data = topology_store.read_bytes()
+    recs = records(topology_store)
+    assert recs[-1][0] + 12 + recs[-1][2] == len(data)
+    msgs = [data[off + 12 : off + 12 + n] for off, _f, n in recs]
+    live = [i for i, (_o, flags, _n) in enumerate(recs) if not flags & 0x8000]
+    mid = next(i for i in live[len(live) // 2 :] if msgs[i][:2] == b"\x01\x00")
+    damaged, *removed = _damage(data, recs[mid], shape)
+    lost = _lost_records(data, damaged, recs, (removed[0], removed[1]))
+    assert mid in lost and lost == list(range(lost[0], lost[-1] + 1))
+    assert lost[-1] + 1 < len(recs)  # damage in the middle, not a tail
+    lost_scids = {_scid_of_announcement(msgs[i]) for i in lost if msgs[i][:2] == b"\x01\x00"}
+    all_scids = {_scid_of_announcement(msgs[i]) for i in live if msgs[i][:2] == b"\x01\x00"}
+    assert len(all_scids) == 50_808 and lost_scids
+
+    store = tmp_path / "damaged.store"
+    store.write_bytes(damaged)
+    p = Pipeline(store=store)
+    assert p.counters()["signatures_verified"] == 0
+    assert _graph_scids(p) == all_scids - lost_scids
+    rep = p.store_report()
+    assert rep is not None
+    first = recs[lost[0]][0]
+    # the next intact record, where it lies in the damaged file
+    resumed = recs[lost[-1] + 1][0] - removed[1]
+    assert rep["skipped_regions"] == 1
+    assert rep["skipped_bytes"] == resumed - first
+    assert [(o, n) for o, n, _why in rep["skipped"]] == [(first, resumed - first)]
+    assert rep["skipped"][0][2] in ("bad_crc", "incomplete", "torn_record")
+    assert (rep["truncated_bytes"], rep["damage"]) == (0, None)
+    kept = rep["kept_original"]
+    assert kept is not None and Path(kept).parent == tmp_path
+    assert Path(kept).name.startswith("damaged.store.damaged-")
+    assert hashlib.sha256(Path(kept).read_bytes()).digest() == hashlib.sha256(damaged).digest()
+    # the store itself was rewritten without the damage
+    rewritten = records(store)
+    assert rewritten[-1][0] + 12 + rewritten[-1][2] == store.stat().st_size
+    # re-fetched like any missing gossip: the lost records and the updates of
+    # the lost channels are accepted when a peer sends them again
+    again = [msgs[i] for i in lost if i in live]
+    again += [
+        m
+        for m in msgs
+        if m[:2] == b"\x01\x02" and struct.unpack_from(">Q", m, 2 + 64 + 32)[0] in lost_scids
+    ]
+    again = list(dict.fromkeys(again))
+    for m in again:
+        assert p.submit(7, m).decision in ("queued", "orphaned")
+    decided = []
+    while p.queued:
+        decided += [o.decision for o in p.process().outcomes]
+    assert decided == ["accepted"] * len(again)
+    assert _graph_scids(p) == all_scids
+
+
+def test_damaged_store_is_reported_by_ingest(
+    topology_store: Path, graph_file: Path, tmp_path: Path
+) -> None:
+    """``lngossip ingest --store`` on a store with a damaged middle record
+    says on stderr what was skipped and where the original is kept, and the
+    JSON report carries the same."""
+    data = topology_store.read_bytes()
+    recs = records(topology_store)
+    damaged, _at, _n = _damage(data, recs[len(recs) // 2], "bit_flip")
+    store = tmp_path / "ingest.store"
+    store.write_bytes(damaged)
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(graph_file), "--store", str(store), "--json", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    off = recs[len(recs) // 2][0]
+    line = next(x for x in r.stderr.splitlines() if str(store) in x)
+    assert "1 damaged range(s) of" in line and f"{off:,}+" in line
+    kept = json.loads(r.stdout)["store"]["kept_original"]
+    assert kept in line and Path(kept).read_bytes() == damaged
+
+
+def test_damaged_tail_is_still_truncated(topology_store: Path, tmp_path: Path) -> None:
+    """A bit flipped in the last record: no valid record follows, so the
+    tail is truncated as before; nothing is skipped or kept."""
+    data = topology_store.read_bytes()
+    off, _flags, n = records(topology_store)[-1]
+    store = tmp_path / "tail.store"
+    store.write_bytes(data[: off + 20] + bytes([data[off + 20] ^ 1]) + data[off + 21 :])
+    p = Pipeline(store=store)
+    rep = p.store_report()
+    assert rep is not None
+    assert (rep["truncated_bytes"], rep["damage"]) == (12 + n, "bad_crc")
+    assert (rep["skipped_regions"], rep["skipped"], rep["kept_original"]) == (0, [], None)
+    assert store.stat().st_size == off
+    assert [f.name for f in tmp_path.iterdir()] == ["tail.store"]
+
+
 # -- restarts ----------------------------------------------------------------------
 
 

@@ -149,9 +149,13 @@ class Pipeline:
         threads: verification threads (``None``: one per core).
         store: path of a durable store in Core Lightning's ``gossip_store``
             format, opened (or created) now: the graph and the seen-set are
-            rebuilt from its records without verifying a signature, a torn
-            or corrupt tail is dropped and reported (:meth:`store_report`),
-            and every accepted message is appended. Durability: each
+            rebuilt from its records without verifying a signature (the
+            CRC detects damage, not forgery: the store is trusted as Core
+            Lightning trusts its own), a damaged record is skipped up to
+            the next valid one (the damaged original is kept as
+            ``PATH.damaged-<unix seconds>`` and the store rewritten without
+            it), a torn or corrupt tail is dropped, both reported by
+            :meth:`store_report`, and every accepted message is appended. Durability: each
             ``process`` writes its accepted records before it returns (a
             killed process loses nothing it reported accepted);
             ``fdatasync`` at most every ``store_sync_interval_ms`` (default
@@ -166,8 +170,8 @@ class Pipeline:
     Raises:
         ConfigError: on a ``chain_hash`` that is not 32 bytes, an unknown
             policy or a zero queue cap.
-        StoreError: when the store cannot be opened, is of another major
-            version, or is held by another process.
+        StoreError: when the store cannot be opened, repaired or kept, is
+            of another major version, or is held by another process.
 
     Thread-safe: a ``frozen`` class with a mutex inside.
     """
@@ -254,8 +258,9 @@ class Pipeline:
             StoreError: on failure.
         """
     def store_report(self) -> StoreReport | None:
-        """What opening the store found and what was written since;
-        ``None`` without a store."""
+        """What opening the store found (damage skipped or truncated, where
+        the damaged original was kept) and what was written since; ``None``
+        without a store."""
     def peer_queue_bytes(self, peer: int) -> int:
         """Bytes ``peer`` has queued now."""
     def set_now(self, now: int | None) -> None:

@@ -21,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from lngossip import readers
 from lngossip.errors import GossipError
 from lngossip.ingest import ENGINES, IngestReport, PipelineLike, make_pipeline, replay_as_peers, run
-from lngossip.report import emit_report, fmt_bytes, warn_damage
+from lngossip.report import emit_report, fmt_bytes, warn_damage, warn_store_damage
 from lngossip.wire import MSG_KINDS
 
 __all__ = ["main"]
@@ -110,6 +110,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report.skipped_bytes = sum(r.skipped_bytes for r in reports)
         report.files = [vars(r) for r in reports]
         warn_damage(reports)
+        warn_store_damage(report.store)
 
     # Fail on a missing path before any work (without opening it: a pipe
     # would lose the bytes read).

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lngossip.graph import GraphReader
+from lngossip.types import StoreReport
 from lngossip.wire import MSG_KINDS, Policy
 
 __all__ = ["ENGINES", "IngestReport", "make_pipeline", "replay_as_peers", "report_from", "run"]
@@ -126,7 +127,7 @@ class IngestReport:
     #: ``sync``: the ``first_timestamp`` (seconds) peers were asked from
     first_timestamp: int | None = None
     #: with a store: what opening it found (``Pipeline.store_report()``)
-    store: dict[str, Any] | None = None
+    store: StoreReport | None = None
 
     @property
     def messages_per_s(self) -> float:
@@ -292,7 +293,7 @@ def report_from(
     c = pipeline.counters()
     store = pipeline.store_report()
     return IngestReport(
-        store=dict(store) if store is not None else None,
+        store=store,
         engine=engine,
         messages=messages,
         decisions={k: dict(c["decisions"][k]) for k in MSG_KINDS},

@@ -89,7 +89,11 @@ def _pipeline_kwargs(args: argparse.Namespace, policy: str) -> dict[str, Any]:
 
 
 def store_summary(pipeline: PipelineLike) -> str | None:
-    """One line on what opening the store found, or None without a store."""
+    """One line on what opening the store found (damaged ranges skipped and
+    where the original was kept, a damaged tail dropped), or None without a
+    store."""
+    from lngossip.report import store_damage
+
     rep = pipeline.store_report()
     if rep is None:
         return None
@@ -97,6 +101,8 @@ def store_summary(pipeline: PipelineLike) -> str | None:
         f"store {rep['path']}: {'created' if rep['created'] else 'opened'}, "
         f"{rep['records_loaded']:,} records"
     )
+    if rep["skipped_regions"]:
+        line += ", " + store_damage(rep)
     if rep["truncated_bytes"]:
         line += f", damaged tail ({rep['damage']}) of {rep['truncated_bytes']:,} bytes dropped"
     return line

@@ -1,6 +1,7 @@
 """Printing what a run did: the decisions table and summary of ``ingest``,
-``demo`` and ``sync`` (or one JSON object), and one stderr line per damaged
-input. Shared by :mod:`lngossip.cli` and :mod:`lngossip.netcli`."""
+``demo`` and ``sync`` (or one JSON object), one stderr line per damaged
+input, and what opening a damaged store skipped. Shared by
+:mod:`lngossip.cli` and :mod:`lngossip.netcli`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,21 @@ from rich.table import Table
 
 from lngossip import readers
 from lngossip.ingest import IngestReport
+from lngossip.types import StoreReport
 from lngossip.wire import DECISIONS, MSG_KINDS
 
-__all__ = ["emit_report", "fmt_bytes", "print_report", "warn_damage"]
+__all__ = [
+    "emit_report",
+    "fmt_bytes",
+    "print_report",
+    "store_damage",
+    "warn_damage",
+    "warn_store_damage",
+]
+
+#: Damaged ranges of a store named one by one on the line (the count and
+#: bytes cover all; ``store_report()["skipped"]`` lists up to 100).
+SHOWN_RANGES = 5
 
 
 def fmt_bytes(n: float) -> str:
@@ -94,3 +107,33 @@ def warn_damage(reports: list[readers.ReadReport]) -> None:
                 f"lngossip: {r.path}: {'; '.join(what)}; read {r.messages:,} messages up to it",
                 file=sys.stderr,
             )
+
+
+def store_damage(rep: StoreReport) -> str:
+    """What opening the store skipped, as words: ranges, bytes, the first
+    offsets (bytes into the damaged original) and where it was kept; ``""``
+    when nothing was skipped."""
+    if not rep["skipped_regions"]:
+        return ""
+    shown = ", ".join(f"{off:,}+{n:,} ({why})" for off, n, why in rep["skipped"][:SHOWN_RANGES])
+    more = rep["skipped_regions"] - min(len(rep["skipped"]), SHOWN_RANGES)
+    return (
+        f"{rep['skipped_regions']:,} damaged range(s) of {rep['skipped_bytes']:,} bytes "
+        f"skipped at {shown}{f' and {more:,} more' if more else ''}; "
+        f"the damaged original is kept as {rep['kept_original']}"
+    )
+
+
+def warn_store_damage(rep: StoreReport | None) -> None:
+    """One line on stderr when opening the store skipped
+    damaged records or dropped a damaged tail: what was lost is fetched
+    again like any missing gossip."""
+    if rep is None:
+        return
+    what = []
+    if rep["skipped_regions"]:
+        what.append(store_damage(rep))
+    if rep["truncated_bytes"]:
+        what.append(f"a damaged tail ({rep['damage']}) of {rep['truncated_bytes']:,} bytes dropped")
+    if what:
+        print(f"lngossip: store {rep['path']}: {'; '.join(what)}", file=sys.stderr)

@@ -4,9 +4,14 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Literal, TypedDict
 
-__all__ = ["Counters", "StoreReport"]
+__all__ = ["Counters", "StoreDamage", "StoreReport"]
+
+#: What was wrong with a damaged ``gossip_store`` record (``store.rs``
+#: ``Damage``): fewer than 12 header bytes left, a message past the end of
+#: the file, the complete flag (0x2000) cleared, a CRC mismatch.
+StoreDamage = Literal["torn_header", "torn_record", "incomplete", "bad_crc"]
 
 
 class Counters(TypedDict):
@@ -40,11 +45,23 @@ class StoreReport(TypedDict):
     records_loaded: int
     """Intact records read at open (deleted ones included)."""
     truncated_bytes: int
-    """Bytes of a torn or corrupt tail dropped at open."""
-    damage: str | None
-    """``torn_header``, ``torn_record``, ``incomplete`` or ``bad_crc``."""
+    """Bytes of a torn or corrupt tail (no valid record after it) dropped at open."""
+    damage: StoreDamage | None
+    """What was wrong with the first record of that tail."""
     removed_compaction_file: bool
     """A ``PATH.compact`` left by a crash during compaction was removed."""
+    skipped_regions: int
+    """Damaged ranges skipped in the middle of the file at open (each
+    followed by a valid record; a range holds one or more lost records)."""
+    skipped_bytes: int
+    """Bytes of those ranges."""
+    skipped: list[tuple[int, int, StoreDamage]]
+    """``(offset, length, damage)`` of the first 100 of those ranges, in
+    bytes of the damaged original."""
+    kept_original: str | None
+    """Where the damaged original was kept (``PATH.damaged-<unix seconds>``,
+    a hard link or a copy) before the store was rewritten without the
+    skipped ranges; ``None`` when nothing was skipped."""
     records_written: int
     records_deleted: int
     compactions: int

@@ -28,10 +28,35 @@
 //! after its replacement is written.
 //!
 //! # Damage
-//! [`Store::open`] walks every record; at the first one that is torn
-//! (header or message past the end of the file), not flagged complete, or
-//! whose CRC does not match, it truncates the file there and reports the
-//! bytes dropped ([`OpenReport`]). Nothing before the damage is lost.
+//! Every record carries its own length and CRC, so damage costs only the
+//! bytes it touched. [`scan`] checks each record: one that is torn (message
+//! past the end of the file), not flagged complete, or whose CRC does not
+//! match is damaged, and the scan searches byte by byte, from just after
+//! the damaged header, for the next valid record header (complete flag
+//! set, no flag outside [`KNOWN_FLAGS`], a length of at least 2 that fits
+//! in the file, matching CRC: a false match has a chance of about 2^-32)
+//! and goes on from there ([`Skipped`]). Damage with no valid record after
+//! it is a damaged tail (what a crash while appending leaves).
+//!
+//! [`Store::open`] then:
+//! - truncates a damaged tail in place, as a crash's torn last record
+//!   needs (no copy is kept: a torn tail is the normal result of a crash);
+//! - when damage was skipped in the middle, first keeps the damaged file
+//!   beside the store as `PATH.damaged-<unix seconds>` (a hard link, or a
+//!   copy where the file system has none; `-1`, `-2`, ... are appended
+//!   rather than overwrite an earlier one), then rewrites the store without
+//!   the damaged bytes (and without deleted records) through the
+//!   compaction path below. [`OpenReport`] says what was skipped and where
+//!   the original is.
+//!
+//! The records lost are simply absent: nothing of them reaches the graph or
+//! the seen-set, so the channels and nodes they described are fetched again
+//! like any missing gossip.
+//!
+//! # Trust
+//! Records are loaded without verifying their signatures: the CRC detects
+//! damage, not forgery. A store written by someone else is trusted as Core
+//! Lightning trusts its own `gossip_store`.
 //!
 //! # Compaction
 //! When dead (deleted) bytes pass half the file, [`Store::compact`] writes
@@ -44,7 +69,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The version byte lngossip writes: major 0 (top three bits), minor 15,
 /// as current Core Lightning stores.
@@ -54,8 +79,19 @@ pub const FLAG_DELETED: u16 = 0x8000;
 /// Record flag: the record is complete (Core Lightning's readers skip, and
 /// wait for, records without it).
 pub const FLAG_COMPLETE: u16 = 0x2000;
+/// Every record flag Core Lightning has defined (`common/gossip_store.h`):
+/// deleted 0x8000, push / ratelimit 0x4000, complete 0x2000, zombie 0x1000,
+/// dying 0x0800. A header with any other bit set is not taken as the next
+/// record when resynchronising past damage.
+pub const KNOWN_FLAGS: u16 = 0xf800;
 /// Bytes of a record header.
 pub const HEADER_LEN: usize = 12;
+/// Smallest message a resynchronisation takes as a record: its 2-byte type.
+pub const MIN_RECORD_MSG_LEN: usize = 2;
+/// Damaged ranges an [`OpenReport`] lists one by one (the count and the
+/// bytes cover all of them): enough to locate the damage, bounded whatever
+/// the file holds.
+pub const MAX_REPORTED_SKIPS: usize = 100;
 /// Default most milliseconds between `fdatasync`s of a store being written.
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1000;
 
@@ -75,7 +111,7 @@ pub fn encode_record(out: &mut Vec<u8>, extra_flags: u16, timestamp: u32, msg: &
     out.extend_from_slice(&msg[..usize::from(len)]);
 }
 
-/// Why an open stopped reading records before the end of the file.
+/// Why a record was found damaged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Damage {
     /// Fewer than 12 bytes of header left.
@@ -115,15 +151,29 @@ pub struct Record {
     pub end: usize,
 }
 
+/// A damaged range that [`scan`] skipped: a valid record follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Offset in the file of the first damaged record's header.
+    pub offset: u64,
+    /// Bytes skipped, up to the next valid record.
+    pub len: u64,
+    /// What was wrong with the first record of the range.
+    pub damage: Damage,
+}
+
 /// What [`scan`] found in a store image.
 #[derive(Debug)]
 pub struct Scan {
-    /// Every intact record, in file order.
+    /// Every intact record, in file order (those after skipped damage too).
     pub records: Vec<Record>,
-    /// Length of the intact prefix (version byte and intact records).
+    /// Where the damaged tail starts (the end of the image when there is
+    /// none): the version byte, intact records and skipped ranges before it.
     pub valid_len: u64,
-    /// Why the scan stopped early, if it did.
+    /// What was wrong with the first record of the damaged tail, if any.
     pub damage: Option<Damage>,
+    /// Damaged ranges followed by a valid record, in file order.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Errors of the store.
@@ -159,8 +209,54 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
     move |e| StoreError::Io(what, e)
 }
 
+/// The record whose header is at `p` in `buf`, or what is wrong with it.
+fn record_at(buf: &[u8], p: usize) -> Result<Record, Damage> {
+    let Some(h) = buf.get(p..p.saturating_add(HEADER_LEN)) else {
+        return Err(Damage::TornHeader);
+    };
+    let flags = u16::from_be_bytes([h[0], h[1]]);
+    let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    let timestamp = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+    let start = p + HEADER_LEN;
+    let Some(msg) = buf.get(start..start + len) else {
+        return Err(Damage::TornRecord);
+    };
+    if flags & FLAG_COMPLETE == 0 {
+        return Err(Damage::Incomplete);
+    }
+    if record_crc(timestamp, msg) != crc {
+        return Err(Damage::BadCrc);
+    }
+    Ok(Record {
+        offset: p as u64,
+        flags,
+        timestamp,
+        start,
+        end: start + len,
+    })
+}
+
+/// The first offset after `from` where a valid record starts, taking only
+/// headers with known flags and a message of at least
+/// [`MIN_RECORD_MSG_LEN`] bytes (the cheap tests first, the CRC last).
+fn resync(buf: &[u8], from: usize) -> Option<usize> {
+    let last = buf.len().checked_sub(HEADER_LEN + MIN_RECORD_MSG_LEN)?;
+    (from..=last).find(|&q| {
+        let flags = u16::from_be_bytes([buf[q], buf[q + 1]]);
+        let len = usize::from(u16::from_be_bytes([buf[q + 2], buf[q + 3]]));
+        flags & FLAG_COMPLETE != 0
+            && flags & !KNOWN_FLAGS == 0
+            && len >= MIN_RECORD_MSG_LEN
+            && q + HEADER_LEN + len <= buf.len()
+            && record_at(buf, q).is_ok()
+    })
+}
+
 /// Walk the records of a whole store image `buf` (version byte first).
-/// Never panics; stops at the first damaged record.
+/// A damaged record is skipped up to the next valid record (see the
+/// module's "Damage"); damage with no valid record after it ends the scan
+/// as the damaged tail. Never panics.
 ///
 /// # Errors
 /// [`StoreError::Version`] when the version byte's major version is not 0.
@@ -170,47 +266,42 @@ pub fn scan(buf: &[u8]) -> Result<Scan, StoreError> {
             records: Vec::new(),
             valid_len: 0,
             damage: None,
+            skipped: Vec::new(),
         });
     };
     if v >> 5 != 0 {
         return Err(StoreError::Version(v));
     }
     let mut records = Vec::new();
+    let mut skipped = Vec::new();
     let mut p = 1usize;
     let damage = loop {
         if p == buf.len() {
             break None;
         }
-        let Some(h) = buf.get(p..p + HEADER_LEN) else {
-            break Some(Damage::TornHeader);
-        };
-        let flags = u16::from_be_bytes([h[0], h[1]]);
-        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-        let timestamp = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
-        let start = p + HEADER_LEN;
-        let Some(msg) = buf.get(start..start + len) else {
-            break Some(Damage::TornRecord);
-        };
-        if flags & FLAG_COMPLETE == 0 {
-            break Some(Damage::Incomplete);
+        match record_at(buf, p) {
+            Ok(r) => {
+                p = r.end;
+                records.push(r);
+            }
+            Err(d) => match resync(buf, p + 1) {
+                Some(q) => {
+                    skipped.push(Skipped {
+                        offset: p as u64,
+                        len: (q - p) as u64,
+                        damage: d,
+                    });
+                    p = q;
+                }
+                None => break Some(d),
+            },
         }
-        if record_crc(timestamp, msg) != crc {
-            break Some(Damage::BadCrc);
-        }
-        records.push(Record {
-            offset: p as u64,
-            flags,
-            timestamp,
-            start,
-            end: start + len,
-        });
-        p = start + len;
     };
     Ok(Scan {
         records,
         valid_len: p as u64,
         damage,
+        skipped,
     })
 }
 
@@ -227,6 +318,17 @@ pub struct OpenReport {
     pub damage: Option<Damage>,
     /// A leftover compaction file was removed.
     pub removed_compaction_file: bool,
+    /// Damaged ranges skipped in the middle of the file (each followed by a
+    /// valid record).
+    pub skipped_regions: u64,
+    /// Bytes of those ranges.
+    pub skipped_bytes: u64,
+    /// The first [`MAX_REPORTED_SKIPS`] of those ranges, offsets in the
+    /// damaged original.
+    pub skipped: Vec<Skipped>,
+    /// Where the damaged original was kept before the store was rewritten
+    /// without the skipped ranges.
+    pub kept_original: Option<PathBuf>,
 }
 
 /// Counters of a store.
@@ -269,21 +371,66 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
         .map_err(io_err(format!("syncing directory {}", dir.display())))
 }
 
-fn compaction_path(path: &Path) -> PathBuf {
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(".compact");
+    s.push(suffix);
     PathBuf::from(s)
+}
+
+fn compaction_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".compact")
+}
+
+/// Keep the damaged store at `path` (whose bytes are `image`) as
+/// `PATH.damaged-<unix seconds>[-N]`: a hard link to the same inode, or a
+/// copy of `image` where hard links fail; never replaces an existing file.
+fn keep_original(path: &Path, image: &[u8]) -> Result<PathBuf, StoreError> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for n in 0..1000u32 {
+        let dst = match n {
+            0 => with_suffix(path, &format!(".damaged-{secs}")),
+            n => with_suffix(path, &format!(".damaged-{secs}-{n}")),
+        };
+        let linked = match fs::hard_link(path, &dst) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) => false,
+        };
+        if !linked {
+            let mut f = match OpenOptions::new().write(true).create_new(true).open(&dst) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(StoreError::Io(format!("creating {}", dst.display()), e));
+                }
+            };
+            f.write_all(image)
+                .and_then(|()| f.sync_all())
+                .map_err(io_err(format!("writing {}", dst.display())))?;
+        }
+        sync_dir(path)?;
+        return Ok(dst);
+    }
+    Err(StoreError::Io(
+        format!("keeping a copy of damaged {}", path.display()),
+        io::Error::from(io::ErrorKind::AlreadyExists),
+    ))
 }
 
 impl Store {
     /// Open (or create) the store at `path`, lock it against other
-    /// processes, drop a damaged tail, and return the whole intact image
-    /// with its records for the caller to rebuild its state from.
+    /// processes, skip damaged records (keeping the damaged original and
+    /// rewriting the store without them) or drop a damaged tail (see the
+    /// module's "Damage"), and return the image as it now is on disk with
+    /// its records for the caller to rebuild its state from.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the file cannot be created, read, truncated
-    /// or locked; [`StoreError::Version`] for a store of another major
-    /// version; [`StoreError::Locked`] when another process has it open.
+    /// [`StoreError::Io`] when the file cannot be created, read, truncated,
+    /// locked, kept or rewritten; [`StoreError::Version`] for a store of
+    /// another major version; [`StoreError::Locked`] when another process
+    /// has it open.
     pub fn open(path: &Path) -> Result<(Store, Vec<u8>, Scan, OpenReport), StoreError> {
         let mut report = OpenReport::default();
         let tmp = compaction_path(path);
@@ -317,11 +464,31 @@ impl Store {
             buf.push(STORE_VERSION);
             report.created = true;
         }
-        let scan = scan(&buf)?;
+        let mut scan = scan(&buf)?;
         report.records = scan.records.len() as u64;
+        report.skipped_regions = scan.skipped.len() as u64;
+        report.skipped_bytes = scan.skipped.iter().map(|s| s.len).sum();
+        report.skipped = scan
+            .skipped
+            .iter()
+            .take(MAX_REPORTED_SKIPS)
+            .copied()
+            .collect();
         if scan.valid_len < buf.len() as u64 {
             report.truncated_bytes = buf.len() as u64 - scan.valid_len;
             report.damage = scan.damage;
+        }
+        let mut repaired = None;
+        if !scan.skipped.is_empty() {
+            report.kept_original = Some(keep_original(path, &buf)?);
+            // the intact live records, as a compaction writes them
+            let mut image = vec![buf[0]];
+            for r in scan.records.iter().filter(|r| r.flags & FLAG_DELETED == 0) {
+                image.extend_from_slice(&buf[r.offset as usize..r.end]);
+            }
+            scan = self::scan(&image)?;
+            repaired = Some(image);
+        } else if report.truncated_bytes > 0 {
             file.set_len(scan.valid_len)
                 .and_then(|()| file.sync_all())
                 .map_err(io_err(format!("truncating {}", path.display())))?;
@@ -333,7 +500,7 @@ impl Store {
             .filter(|r| r.flags & FLAG_DELETED != 0)
             .map(|r| (r.end - r.start + HEADER_LEN) as u64)
             .sum();
-        let store = Store {
+        let mut store = Store {
             path: path.into(),
             file,
             len: scan.valid_len,
@@ -345,6 +512,10 @@ impl Store {
             sync_interval: Duration::from_millis(DEFAULT_SYNC_INTERVAL_MS),
             stats: StoreStats::default(),
         };
+        if let Some(image) = repaired {
+            store.swap_in(&image)?;
+            buf = image;
+        }
         Ok((store, buf, scan, report))
     }
 
@@ -449,6 +620,14 @@ impl Store {
     /// [`StoreError::Io`] on any failure; the old store is then still in
     /// place and in use.
     pub fn replace_with(&mut self, image: &[u8]) -> Result<(), StoreError> {
+        self.swap_in(image)?;
+        self.stats.compactions += 1;
+        Ok(())
+    }
+
+    /// The atomic replacement behind [`Store::replace_with`] (compaction)
+    /// and the repair of a damaged store on open.
+    fn swap_in(&mut self, image: &[u8]) -> Result<(), StoreError> {
         self.flush(true)?;
         let tmp = compaction_path(&self.path);
         let mut f = OpenOptions::new()
@@ -471,7 +650,6 @@ impl Store {
         self.file = f;
         self.len = image.len() as u64;
         self.dead_bytes = 0;
-        self.stats.compactions += 1;
         self.dirty = false;
         self.last_sync = Instant::now();
         Ok(())
@@ -502,11 +680,266 @@ mod tests {
             let s = scan(&img[..cut]).unwrap();
             assert!(s.valid_len <= cut as u64);
             assert_eq!(s.damage.is_some(), s.valid_len != cut as u64);
+            assert!(s.skipped.is_empty());
         }
         let mut bad = img.clone();
         bad[whole - 1] ^= 1;
         let s = scan(&bad).unwrap();
         assert_eq!((s.records.len(), s.damage), (1, Some(Damage::BadCrc)));
+        assert!(s.skipped.is_empty());
         assert!(matches!(scan(&[0x20]), Err(StoreError::Version(0x20))));
+    }
+
+    /// A store image of `n` records of varied lengths (a gossip type first)
+    /// and the offset of each record's header.
+    fn image(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut img = vec![STORE_VERSION];
+        let mut offs = Vec::new();
+        for i in 0..n {
+            offs.push(img.len());
+            let mut msg = vec![0x01, 0x02];
+            msg.extend((0..(40 + i * 37 % 300)).map(|j| (i * 7 + j) as u8));
+            let flags = if i % 5 == 4 { FLAG_DELETED } else { 0 };
+            encode_record(&mut img, flags, 1_700_000_000 + i as u32, &msg);
+        }
+        (img, offs)
+    }
+
+    /// The records `scan` kept, as offsets into `img`.
+    fn kept(img: &[u8]) -> (Vec<usize>, Scan) {
+        let s = scan(img).unwrap();
+        (s.records.iter().map(|r| r.offset as usize).collect(), s)
+    }
+
+    #[test]
+    fn damage_in_the_middle_costs_only_the_damaged_record() {
+        let (img, offs) = image(21);
+        let m = 10;
+        let (at, next) = (offs[m], offs[m + 1]);
+        let others: Vec<usize> = offs.iter().copied().filter(|&o| o != at).collect();
+        let shapes: Vec<(&str, Vec<u8>, Damage)> = vec![
+            (
+                "bit flipped in the message",
+                {
+                    let mut b = img.clone();
+                    b[at + HEADER_LEN + 20] ^= 0x10;
+                    b
+                },
+                Damage::BadCrc,
+            ),
+            (
+                "bit flipped in the CRC",
+                {
+                    let mut b = img.clone();
+                    b[at + 5] ^= 0x01;
+                    b
+                },
+                Damage::BadCrc,
+            ),
+            (
+                "length one shorter",
+                {
+                    let mut b = img.clone();
+                    b[at + 3] = b[at + 3].wrapping_sub(1);
+                    b
+                },
+                Damage::BadCrc,
+            ),
+            (
+                "length past the end of the file",
+                {
+                    let mut b = img.clone();
+                    b[at + 2] = 0xff;
+                    b
+                },
+                Damage::TornRecord,
+            ),
+            (
+                "complete flag cleared",
+                {
+                    let mut b = img.clone();
+                    b[at] &= !0x20;
+                    b
+                },
+                Damage::Incomplete,
+            ),
+        ];
+        for (what, bad, damage) in shapes {
+            let (got, s) = kept(&bad);
+            assert_eq!(got, others, "{what}");
+            assert_eq!(s.damage, None, "{what}");
+            assert_eq!(s.valid_len, bad.len() as u64, "{what}");
+            let want = Skipped {
+                offset: at as u64,
+                len: (next - at) as u64,
+                damage,
+            };
+            assert_eq!(s.skipped, vec![want], "{what}");
+        }
+    }
+
+    #[test]
+    fn zeroed_and_removed_ranges_are_skipped_up_to_the_next_record() {
+        let (img, offs) = image(21);
+        // zero 600 bytes from the middle of record 8: records 8.. up to the
+        // first one starting after the range are lost
+        let (lo, hi) = (offs[8] + 30, offs[8] + 630);
+        let mut zeroed = img.clone();
+        zeroed[lo..hi].fill(0);
+        let first_after = *offs.iter().find(|&&o| o >= hi).unwrap();
+        let (got, s) = kept(&zeroed);
+        let want: Vec<usize> = offs
+            .iter()
+            .copied()
+            .filter(|&o| o < offs[8] || o >= hi)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(s.skipped.len(), 1);
+        assert_eq!(
+            (s.skipped[0].offset, s.skipped[0].len),
+            (offs[8] as u64, (first_after - offs[8]) as u64)
+        );
+        // 100 bytes removed from the middle of record 12
+        let cut = offs[12] + 50;
+        let mut removed = img[..cut].to_vec();
+        removed.extend_from_slice(&img[cut + 100..]);
+        let (got, s) = kept(&removed);
+        let lost: Vec<usize> = offs
+            .iter()
+            .copied()
+            .filter(|&o| o >= offs[12] && o < cut + 100)
+            .collect();
+        assert_eq!(got.len(), offs.len() - lost.len());
+        assert_eq!(s.skipped.len(), 1);
+        assert_eq!(s.skipped[0].offset, offs[12] as u64);
+        assert_eq!(s.damage, None);
+    }
+
+    #[test]
+    fn a_damaged_tail_is_still_the_tail() {
+        let (img, offs) = image(8);
+        let last = *offs.last().unwrap();
+        let mut bad = img.clone();
+        bad[last + HEADER_LEN + 3] ^= 0x80;
+        let (got, s) = kept(&bad);
+        assert_eq!(got, offs[..offs.len() - 1]);
+        assert!(s.skipped.is_empty());
+        assert_eq!((s.valid_len, s.damage), (last as u64, Some(Damage::BadCrc)));
+        // garbage after the last record
+        let mut tail = img.clone();
+        tail.extend_from_slice(&[0x20, 0x00, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let (got, s) = kept(&tail);
+        assert_eq!(got, offs);
+        assert!(s.skipped.is_empty());
+        assert_eq!(s.valid_len, img.len() as u64);
+        assert_eq!(s.damage, Some(Damage::TornRecord));
+    }
+
+    #[test]
+    fn scan_of_arbitrary_bytes_never_panics_and_stays_inside() {
+        let (img, _) = image(30);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..400 {
+            let mut b = if round % 2 == 0 {
+                img.clone()
+            } else {
+                (0..(next() % 3000) as usize)
+                    .map(|_| next() as u8)
+                    .collect()
+            };
+            if b.is_empty() {
+                continue;
+            }
+            for _ in 0..(next() % 8) {
+                let i = (next() as usize) % b.len();
+                b[i] = next() as u8;
+            }
+            b[0] = STORE_VERSION;
+            let s = scan(&b).unwrap();
+            let mut p = 1u64;
+            let (mut ri, mut si) = (0, 0);
+            // records and skipped ranges tile the image up to valid_len
+            while p < s.valid_len {
+                if let Some(r) = s.records.get(ri).filter(|r| r.offset == p) {
+                    assert!(r.start <= r.end && r.end <= b.len());
+                    p = r.end as u64;
+                    ri += 1;
+                } else {
+                    let k = s.skipped[si];
+                    assert_eq!(k.offset, p);
+                    assert!(k.len > 0);
+                    p += k.len;
+                    si += 1;
+                }
+            }
+            assert_eq!((p, ri, si), (s.valid_len, s.records.len(), s.skipped.len()));
+            assert!(s.valid_len as usize <= b.len());
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lngossip-store-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(name) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn open_keeps_the_damaged_original_and_rewrites_without_the_damage() {
+        let (img, offs) = image(21);
+        let path = temp("mid.gs");
+        let mut bad = img.clone();
+        bad[offs[10] + HEADER_LEN + 9] ^= 0x04;
+        // and a torn tail
+        bad.extend_from_slice(&img[offs[3]..offs[3] + 20]);
+        fs::write(&path, &bad).unwrap();
+        let (st, buf, s, rep) = Store::open(&path).unwrap();
+        assert_eq!(rep.skipped_regions, 1);
+        assert_eq!(rep.skipped_bytes, (offs[11] - offs[10]) as u64);
+        assert_eq!(rep.skipped[0].offset, offs[10] as u64);
+        assert_eq!(rep.truncated_bytes, 20);
+        let kept = rep.kept_original.clone().unwrap();
+        assert!(kept.to_string_lossy().contains("mid.gs.damaged-"));
+        assert_eq!(fs::read(&kept).unwrap(), bad);
+        // the store now holds the intact live records and nothing else
+        let live: Vec<&[u8]> = offs
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != 10 && i % 5 != 4)
+            .map(|(i, &o)| &img[o..offs.get(i + 1).copied().unwrap_or(img.len())])
+            .collect();
+        let mut want = vec![STORE_VERSION];
+        for r in &live {
+            want.extend_from_slice(r);
+        }
+        assert_eq!(buf, want);
+        assert_eq!(s.records.len(), live.len());
+        assert!(s.skipped.is_empty() && s.damage.is_none());
+        assert_eq!(st.len(), want.len() as u64);
+        assert_eq!(st.stats().compactions, 0);
+        drop(st);
+        assert_eq!(fs::read(&path).unwrap(), want);
+        // opened again: clean, nothing kept a second time
+        let (_st, _, _, rep) = Store::open(&path).unwrap();
+        assert_eq!((rep.skipped_regions, rep.truncated_bytes), (0, 0));
+        assert!(rep.kept_original.is_none());
+        // damage again: an earlier kept original is never replaced
+        drop(_st);
+        fs::write(&path, &bad).unwrap();
+        let (_st, _, _, rep2) = Store::open(&path).unwrap();
+        let kept2 = rep2.kept_original.unwrap();
+        assert_ne!(kept2, kept);
+        assert!(kept.exists() && kept2.exists());
     }
 }

@@ -462,6 +462,47 @@ fn store_truncates_a_torn_tail_and_keeps_everything_before_it() {
 }
 
 #[test]
+fn store_skips_a_damaged_record_in_the_middle_and_the_rest_is_kept() {
+    let k = Keys::new();
+    let path = temp_store("middle.gs");
+    let msgs = small_graph(&k, 1000);
+    {
+        let mut p = pipeline();
+        p.open_store(&path).unwrap();
+        for m in &msgs {
+            p.submit(0, m.clone());
+        }
+        p.process(100);
+    }
+    let mut image = std::fs::read(&path).unwrap();
+    let scan = lngossip_core::store::scan(&image).unwrap();
+    // records in accepted order: announcements 1 and 2, updates, node 2
+    let ann2 = scan.records[1];
+    assert_eq!(&image[ann2.start..ann2.end], &msgs[3][..]);
+    image[ann2.start + 300] ^= 0x01;
+    std::fs::write(&path, &image).unwrap();
+    let mut p = pipeline();
+    let rep = p.open_store(&path).unwrap();
+    assert_eq!((rep.skipped_regions, rep.truncated_bytes), (1, 0));
+    assert_eq!(rep.skipped[0].offset, ann2.offset);
+    assert_eq!(rep.skipped_bytes, (ann2.end as u64) - ann2.offset);
+    assert_eq!(std::fs::read(rep.kept_original.unwrap()).unwrap(), image);
+    // channel 2 is gone, channel 1 and node 2 are kept
+    assert_eq!(p.graph().channel_count(), 1);
+    assert!(p.graph().channel(2 << 40).is_none());
+    assert!(p.graph().node(&k.public(2)).unwrap().announcement.is_some());
+    assert_eq!(p.counters().signatures_verified, 0);
+    // nothing of the lost channel is remembered: its messages are taken again
+    assert_eq!(p.submit(1, msgs[1].clone()).decision, Decision::Duplicate);
+    assert_eq!(p.submit(1, msgs[3].clone()).decision, Decision::Queued);
+    assert_eq!(p.submit(1, msgs[4].clone()).decision, Decision::Queued);
+    let done = p.process(100);
+    let accepted: Vec<Decision> = done.outcomes.iter().map(|o| o.decision).collect();
+    assert_eq!(accepted, vec![Decision::Accepted, Decision::Accepted]);
+    assert_eq!(p.graph().channel_count(), 2);
+}
+
+#[test]
 fn compaction_keeps_the_live_records_only() {
     let k = Keys::new();
     let path = temp_store("compact.gs");

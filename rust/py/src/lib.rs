@@ -442,6 +442,18 @@ impl PyPipeline {
         d.set_item("truncated_bytes", rep.truncated_bytes)?;
         d.set_item("damage", rep.damage.map(|x| x.name()))?;
         d.set_item("removed_compaction_file", rep.removed_compaction_file)?;
+        d.set_item("skipped_regions", rep.skipped_regions)?;
+        d.set_item("skipped_bytes", rep.skipped_bytes)?;
+        let skipped: Vec<(u64, u64, &str)> = rep
+            .skipped
+            .iter()
+            .map(|k| (k.offset, k.len, k.damage.name()))
+            .collect();
+        d.set_item("skipped", skipped)?;
+        d.set_item(
+            "kept_original",
+            rep.kept_original.as_ref().map(|p| p.to_string_lossy()),
+        )?;
         if let Some(st) = g.store() {
             let s = st.stats();
             d.set_item("records_written", s.records_written)?;
