@@ -3,9 +3,13 @@ counter), backpressure, live policy, orphans, configuration errors."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
 
-from lngossip import ConfigError, Decision, Pipeline, baseline
+from lngossip import ConfigError, Decision, Pipeline, baseline, gen, verify_batch
+from lngossip._core import LIMITS
 from lngossip.ingest import make_pipeline, replay_as_peers
 from lngossip.wire import parse_message
 from tests.conftest import decide_all, needs_data, topology
@@ -120,6 +124,40 @@ def test_live_policy_window_and_unknown_node(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("fixed_now", [True, False])
+def test_far_future_timestamps_are_too_new_under_the_archive_policy(
+    engine: str, fixed_now: bool
+) -> None:
+    """A correctly signed ``channel_update`` stamped +10 years, 0xFFFFFFFF or
+    a second past the 24 h window is ``too_new`` under the archive policy
+    too (with an injected and with the real clock), so it cannot make the
+    owner's real updates ``stale``; a timestamp exactly 24 h ahead is still
+    accepted."""
+    g = gen.synthetic_graph(1, 2, seed=3)
+    ann, real = g.channel_announcements[0], g.channel_updates[0]
+    scid, ts = parse_message(real).short_channel_id, parse_message(real).timestamp
+    assert scid is not None and ts is not None
+    signer = gen.update_signer_for(0, gen.private_key("node", 0), gen.private_key("node", 1))
+    now = ts + 3600 if fixed_now else int(time.time())
+    p = ENGINE_CLASSES[engine](policy="archive", now=now if fixed_now else None)
+    assert p.submit(0, ann).decision == "queued"
+    assert [o.decision for o in p.process().outcomes] == ["accepted"]
+    for future in (now + 10 * 365 * 86400, 0xFFFFFFFF, now + 86400 + 60):
+        forged = gen.channel_update(scid, signer, direction=0, timestamp=future)
+        assert p.submit(1, forged).decision == "too_new", future
+    node = gen.node_announcement(gen.private_key("node", 0), timestamp=0xFFFFFFFF)
+    assert p.submit(1, node).decision == "too_new"
+    assert p.counters()["decisions"]["channel_update"]["too_new"] == 3
+    # the owner's real update is not frozen out
+    assert p.submit(0, real).decision == "queued"
+    assert [o.decision for o in p.process().outcomes] == ["accepted"]
+    if fixed_now:
+        edge = gen.channel_update(scid, signer, direction=0, timestamp=now + 86400)
+        assert p.submit(0, edge).decision == "queued"
+        assert [o.decision for o in p.process().outcomes] == ["accepted"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_config_errors(engine: str) -> None:
     cls = ENGINE_CLASSES[engine]
     with pytest.raises(ConfigError, match="32 bytes"):
@@ -128,6 +166,87 @@ def test_config_errors(engine: str) -> None:
         cls(policy="realtime")
     with pytest.raises(ValueError):
         cls(max_queue_bytes=0)
+
+
+#: Every numeric argument of the constructor and the bound it is checked
+#: against (``lngossip._core.LIMITS``, from ``rust/core/src/limits.rs``).
+CONSTRUCTOR_BOUNDS = [
+    ("now", "now"),
+    ("max_queue_bytes", "queue_bytes"),
+    ("max_queue_messages", "queue_messages"),
+    ("per_peer_bytes", "queue_bytes"),
+    ("per_peer_messages", "queue_messages"),
+    ("orphan_capacity", "orphan_capacity"),
+    ("orphan_max_bytes", "orphan_bytes"),
+    ("seen_capacity", "seen_capacity"),
+    ("pubkey_cache_capacity", "pubkey_cache_capacity"),
+    ("threads", "threads"),
+    ("store_sync_interval_ms", "store_sync_interval_ms"),
+]
+
+
+def _out_of_range(argument: str, bound: str) -> pytest.RaisesExc[ConfigError]:
+    lo, hi = LIMITS[bound]
+    return pytest.raises(ConfigError, match=f"^{argument} must be between {lo} and {hi}, got ")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("argument", "bound"), CONSTRUCTOR_BOUNDS)
+def test_constructor_arguments_are_checked(engine: str, argument: str, bound: str) -> None:
+    """``Pipeline(threads=100000)`` created threads until the process was
+    killed: every numeric argument is checked against its bound, in both
+    engines, with a message naming the argument and the range."""
+    cls = ENGINE_CLASSES[engine]
+    lo, hi = LIMITS[bound]
+    for bad in (lo - 1, -(2**70), hi + 1, 2**200):
+        with _out_of_range(argument, bound):
+            cls(**{argument: bad})
+    cls(**{argument: lo})
+
+
+def test_limits_are_the_cli_bounds() -> None:
+    """One home per bound: the CLI's ``--threads`` range is the core's."""
+    from lngossip import cli
+
+    assert LIMITS["threads"] == (1, 1024) == (cli.MIN_THREADS, cli.MAX_THREADS)
+    assert LIMITS["batch"][0] == 1 and LIMITS["page"][0] == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_method_arguments_are_checked(engine: str) -> None:
+    """``process(max_messages)``, ``set_now``, ``prune(now)`` and the graph
+    queries' ``limit`` / ``max_messages`` are checked too (``process(0)``
+    would make a ``while queued: process(0)`` loop spin for ever)."""
+    p = ENGINE_CLASSES[engine]()
+    batch_hi, page_hi, now_hi = LIMITS["batch"][1], LIMITS["page"][1], LIMITS["now"][1]
+    for bad in (0, -1, batch_hi + 1):
+        with _out_of_range("max_messages", "batch"):
+            p.process(bad)
+    for bad_now in (-1, now_hi + 1):
+        with _out_of_range("now", "now"):
+            p.set_now(bad_now)
+        with _out_of_range("now", "now"):
+            p.prune(bad_now)
+    g = p.graph
+    for bad in (0, -5, page_hi + 1):
+        with _out_of_range("limit", "page"):
+            g.short_channel_ids(limit=bad)
+        with _out_of_range("limit", "page"):
+            g.node_ids(limit=bad)
+        with _out_of_range("limit", "page"):
+            g.short_channel_ids_in_blocks(0, 10, limit=bad)
+        with _out_of_range("max_messages", "page"):
+            g.gossip_after(b"", max_messages=bad)
+    assert p.process(1).outcomes == []
+    assert g.short_channel_ids(limit=page_hi) == []
+
+
+def test_verify_batch_threads_are_checked() -> None:
+    empty = [np.zeros((0, n), dtype=np.uint8) for n in (64, 33, 32)]
+    for bad in (0, -1, 1025, 100_000):
+        with _out_of_range("threads", "threads"):
+            verify_batch(*empty, threads=bad)
+    assert verify_batch(*empty, threads=1).shape == (0,)
 
 
 def test_threads_and_repr() -> None:

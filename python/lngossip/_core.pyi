@@ -10,7 +10,19 @@ from lngossip.types import Counters, StoreReport
 from lngossip.wire import Decision, Outcome, Policy
 
 __version__: str
+LIMITS: dict[str, tuple[int, int]]
+"""Inclusive ``(min, max)`` of every numeric argument, by bound name
+(``rust/core/src/limits.rs``, where each has its reason): ``threads``
+(1 to 1,024), ``queue_bytes``, ``queue_messages``, ``batch``
+(``process(max_messages)``), ``orphan_capacity``, ``orphan_bytes``,
+``seen_capacity``, ``pubkey_cache_capacity``, ``store_sync_interval_ms``,
+``now`` (32-bit seconds) and ``page`` (a graph query's ``limit`` /
+``max_messages``). A value outside raises
+:class:`~lngossip.errors.ConfigError` naming the argument and the range,
+in both engines."""
+
 __all__ = [
+    "LIMITS",
     "Admission",
     "Codec",
     "Feed",
@@ -74,8 +86,9 @@ class GraphReader:
     deciding is invisible until that call ends. Keeps the GIL.
 
     Raises:
-        ConfigError: for a ``node_id`` that is not 33 bytes or a cursor that
-            was not returned by :meth:`gossip_after`.
+        ConfigError: for a ``node_id`` that is not 33 bytes, a cursor that
+            was not returned by :meth:`gossip_after`, or a ``limit`` /
+            ``max_messages`` outside ``LIMITS["page"]`` (1 to 2^20).
     """
 
     def __len__(self) -> int:
@@ -130,11 +143,14 @@ class Pipeline:
 
     Keyword arguments:
         chain_hash: 32-byte ``chain_hash`` to accept (default Bitcoin mainnet).
-        policy: ``"archive"`` (no wall-clock window; nodes without channels
-            verified anyway) or ``"live"`` (reject timestamps > 24 h ahead or
-            > 14 days behind ``now``; ``node_announcement`` needs a known channel).
-        now: fixed "now" in seconds since the epoch for the live policy (tests);
-            ``None`` reads the clock.
+        policy: ``"archive"`` (no lower time bound; nodes without channels
+            verified anyway) or ``"live"`` (reject timestamps > 14 days behind
+            ``now`` as ``too_old``; ``node_announcement`` needs a known
+            channel). Both reject timestamps > 24 h ahead of ``now`` as
+            ``too_new``: a message from the future can never be right, and
+            one stamped years ahead would freeze its channel direction.
+        now: fixed "now" in seconds since the epoch (tests); ``None`` reads
+            the clock.
         max_queue_bytes / max_queue_messages: global queue caps (32 MiB, 100,000).
         per_peer_bytes / per_peer_messages: one peer's share (default a quarter
             of each cap); a peer over its share gets ``queue_full``. An
@@ -146,7 +162,7 @@ class Pipeline:
             does not depend on file order).
         seen_capacity: bound on remembered message hashes (2^21 ≈ 42 MB).
         pubkey_cache_capacity: bound on cached parsed public keys (2^16).
-        threads: verification threads (``None``: one per core).
+        threads: verification threads (``None``: one per core; 1 to 1,024).
         store: path of a durable store in Core Lightning's ``gossip_store``
             format, opened (or created) now: the graph and the seen-set are
             rebuilt from its records without verifying a signature (the
@@ -164,12 +180,14 @@ class Pipeline:
         store_sync_interval_ms: see ``store``.
 
     Defaults not given here come from the core's ``Config::for_policy``.
+    Every numeric argument must lie in its range of :data:`LIMITS`.
     Opening a store releases the GIL (0.26 s for the 170k-message
     topology dataset).
 
     Raises:
         ConfigError: on a ``chain_hash`` that is not 32 bytes, an unknown
-            policy or a zero queue cap.
+            policy, or a numeric argument outside its range in
+            :data:`LIMITS` (the message names the argument and the range).
         StoreError: when the store cannot be opened, repaired or kept, is
             of another major version, or is held by another process.
 
@@ -198,7 +216,7 @@ class Pipeline:
         """Run every cheap check on ``msg`` (a raw BOLT #7 message with its
         2-byte type) from ``peer`` and queue it if it needs verifying.
 
-        Order: parse, ``chain_hash``, exact duplicate, live window, known
+        Order: parse, ``chain_hash``, exact duplicate, time window, known
         ``short_channel_id`` / stored timestamps, queue admission; no
         signature is checked here (Core Lightning #7972). Takes
         microseconds; keeps the GIL. The message is kept without copying.
@@ -214,6 +232,8 @@ class Pipeline:
         (and the store) together when the call ends.
 
         Raises:
+            ConfigError: ``max_messages`` outside ``LIMITS["batch"]``
+                (1 to 2^26).
             StoreError: writing the store failed (the batch is decided and in
                 the graph; its records are retried by the next call).
             InternalError: if the core failed an internal check.
@@ -243,6 +263,7 @@ class Pipeline:
         policy. Releases the GIL.
 
         Raises:
+            ConfigError: ``now`` outside ``LIMITS["now"]``.
             StoreError: writing the deleted flags failed.
         """
     def compact(self) -> bool:
@@ -264,7 +285,11 @@ class Pipeline:
     def peer_queue_bytes(self, peer: int) -> int:
         """Bytes ``peer`` has queued now."""
     def set_now(self, now: int | None) -> None:
-        """Set (or clear) the fixed "now" (seconds since the epoch)."""
+        """Set (or clear) the fixed "now" (seconds since the epoch).
+
+        Raises:
+            ConfigError: ``now`` outside ``LIMITS["now"]``.
+        """
     @property
     def queued(self) -> int:
         """Messages waiting for :meth:`process`."""
@@ -374,14 +399,16 @@ def verify_batch(
         public_keys: ``(n, 33)`` compressed secp256k1 public keys.
         digests: ``(n, 32)`` message digests (already hashed, e.g. SHA256d).
         threads: worker threads (``None``: one per core; ``1`` measures the
-            single-core rate). The pool for each count is built once and kept.
+            single-core rate; at most 1,024). The pool for each count is
+            built once and kept.
 
     Returns:
         ``(n,)`` bool array; ``False`` for a bad signature, an unparsable
         signature or a key that is not on the curve.
 
     Raises:
-        ConfigError: on a wrong column width or differing row counts.
+        ConfigError: on a wrong column width, differing row counts or
+            ``threads`` outside ``LIMITS["threads"]``.
     """
 
 def _time_bare_verify(

@@ -22,6 +22,7 @@ from typing import Any
 
 import secp256k1
 
+from lngossip._core import LIMITS
 from lngossip.errors import ConfigError, MalformedMessage
 from lngossip.types import Counters
 from lngossip.wire import (
@@ -42,11 +43,30 @@ from lngossip.wire import (
 
 __all__ = ["Admission", "Graph", "Pipeline", "ProcessResult"]
 
-LIVE_MAX_AHEAD_S = 24 * 3600
+#: Every policy: timestamps more than 24 h ahead of "now" are ``too_new``
+#: (``pipeline.rs`` ``MAX_AHEAD_S``: a message from the future can never be
+#: right, and one stamped years ahead would freeze its channel direction).
+MAX_AHEAD_S = 24 * 3600
+#: Live policy: timestamps more than 14 days behind "now" are ``too_old``.
 LIVE_MAX_BEHIND_S = 14 * 24 * 3600
 #: Orphan cache bounds per policy (``orphans.rs``): Core Lightning's 10,000
 #: updates (4 MB) live; a million updates (256 MiB) for archives.
 ORPHAN_LIMITS = {"live": (10_000, 4_000_000), "archive": (1_000_000, 256 << 20)}
+
+
+def _checked(argument: str, value: int, bound: str) -> int:
+    """``value`` of ``argument`` if it lies in ``LIMITS[bound]`` (the core's
+    ``limits.rs``, the one home of every bound).
+
+    Raises:
+        ConfigError: naming the argument and the range, as the Rust engine does.
+    """
+    lo, hi = LIMITS[bound]
+    if not lo <= value <= hi:
+        raise ConfigError(f"{argument} must be between {lo} and {hi}, got {value}")
+    return value
+
+
 #: Spam limit of the live policy (``ratelimit.rs``): burst, seconds per token.
 RATE_LIMIT = (10, 60)
 
@@ -319,6 +339,7 @@ class Graph:
         return self._sorted_nodes
 
     def short_channel_ids(self, after: int | None = None, limit: int = 1024) -> list[int]:
+        _checked("limit", limit, "page")
         keys = self._scids()
         i = 0 if after is None else bisect.bisect_right(keys, after)
         out: list[int] = []
@@ -330,6 +351,7 @@ class Graph:
         return out
 
     def node_ids(self, after: bytes | None = None, limit: int = 1024) -> list[bytes]:
+        _checked("limit", limit, "page")
         keys = self._node_ids()
         i = 0 if after is None else bisect.bisect_right(keys, after)
         out: list[bytes] = []
@@ -347,6 +369,7 @@ class Graph:
         after: int | None = None,
         limit: int = 8000,
     ) -> list[int]:
+        _checked("limit", limit, "page")
         if number_of_blocks == 0 or first_blocknum >= 1 << 24:
             return []
         start = first_blocknum << 40
@@ -380,7 +403,7 @@ class Graph:
     ) -> tuple[list[bytes], bytes | None]:
         lo, hi = first_timestamp, first_timestamp + timestamp_range
         out: list[bytes] = []
-        top = max(max_messages, 1)
+        top = _checked("max_messages", max_messages, "page")
         if cursor == b"" or len(cursor) == 8:
             keys = self._scids()
             i = 0 if cursor == b"" else bisect.bisect_right(keys, int.from_bytes(cursor, "big"))
@@ -579,8 +602,8 @@ class _Orphans:
 class Pipeline:
     """Pure-Python gossip pipeline; same constructor, methods and decisions as
     :class:`lngossip.Pipeline` (see ``lngossip/_core.pyi`` for the full
-    documentation). ``threads`` is accepted and ignored: this engine verifies
-    in the calling thread.
+    documentation). ``threads`` is checked against the same bound and
+    ignored: this engine verifies in the calling thread.
     """
 
     def __init__(
@@ -607,8 +630,22 @@ class Pipeline:
             raise ConfigError(f"chain_hash must be 32 bytes, got {len(chain_hash)}")
         if policy not in ("archive", "live"):
             raise ConfigError(f"policy must be 'archive' or 'live', got {policy!r}")
-        if max_queue_bytes <= 0 or max_queue_messages <= 0:
-            raise ConfigError("queue caps must be positive")
+        # the bounds of the Rust engine's constructor (``limits.rs``)
+        for argument, value, bound in (
+            ("now", now, "now"),
+            ("max_queue_bytes", max_queue_bytes, "queue_bytes"),
+            ("max_queue_messages", max_queue_messages, "queue_messages"),
+            ("per_peer_bytes", per_peer_bytes, "queue_bytes"),
+            ("per_peer_messages", per_peer_messages, "queue_messages"),
+            ("orphan_capacity", orphan_capacity, "orphan_capacity"),
+            ("orphan_max_bytes", orphan_max_bytes, "orphan_bytes"),
+            ("seen_capacity", seen_capacity, "seen_capacity"),
+            ("pubkey_cache_capacity", pubkey_cache_capacity, "pubkey_cache_capacity"),
+            ("threads", threads, "threads"),
+            ("store_sync_interval_ms", store_sync_interval_ms, "store_sync_interval_ms"),
+        ):
+            if value is not None:
+                _checked(argument, value, bound)
         if store is not None:
             raise ConfigError("the durable store needs the Rust engine (lngossip.Pipeline)")
         default_orphans = ORPHAN_LIMITS[policy]
@@ -653,7 +690,9 @@ class Pipeline:
         return self._now if self._now is not None else int(time.time())
 
     def set_now(self, now: int | None) -> None:
-        """Set (or clear, with ``None``) the fixed "now" (seconds) of the live policy."""
+        """Set (or clear, with ``None``) the fixed "now" (seconds) of the time window."""
+        if now is not None:
+            _checked("now", now, "now")
         self._now = now
 
     @property
@@ -684,6 +723,8 @@ class Pipeline:
 
     def prune(self, now: int | None = None) -> tuple[int, int]:
         """BOLT #7 pruning (see the Rust engine): returns (channels, nodes) removed."""
+        if now is not None:
+            _checked("now", now, "now")
         horizon = (self._now_s() if now is None else now) - LIVE_MAX_BEHIND_S
         channels, nodes, removed = self._graph.prune(max(horizon, 0))
         if self._limiter is not None:
@@ -725,11 +766,11 @@ class Pipeline:
         h = self._seen.hash(msg)
         if h in self._seen:
             return self._reject(seq, kind, "duplicate")
-        if self._live and g.timestamp is not None:
+        if g.timestamp is not None:
             now = self._now_s()
-            if g.timestamp > now + LIVE_MAX_AHEAD_S:
+            if g.timestamp > now + MAX_AHEAD_S:
                 return self._reject(seq, kind, "too_new")
-            if g.timestamp + LIVE_MAX_BEHIND_S < now:
+            if self._live and g.timestamp + LIVE_MAX_BEHIND_S < now:
                 return self._reject(seq, kind, "too_old")
         if g.type == CHANNEL_ANNOUNCEMENT:
             assert g.short_channel_id is not None
@@ -833,6 +874,7 @@ class Pipeline:
     def process(self, max_messages: int = 4096) -> ProcessResult:
         """Take up to ``max_messages`` from the queue (round-robin between peers),
         verify them one by one and apply them to the graph."""
+        _checked("max_messages", max_messages, "batch")
         anns: list[_Pending] = []
         rest: list[_Pending] = []
         for _ in range(max_messages):

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lngossip import readers
+from lngossip._core import LIMITS
 from lngossip.errors import GossipError
 from lngossip.ingest import ENGINES, IngestReport, PipelineLike, make_pipeline, replay_as_peers, run
 from lngossip.report import emit_report, fmt_bytes, warn_damage, warn_store_damage
@@ -26,8 +27,9 @@ from lngossip.wire import MSG_KINDS
 
 __all__ = ["main"]
 
-#: Largest ``--threads``: more verification threads than this only cost memory.
-MAX_THREADS = 1024
+#: ``--threads`` range, the core's bound (``limits.rs`` ``THREADS``): more
+#: verification threads than this only cost memory.
+MIN_THREADS, MAX_THREADS = LIMITS["threads"]
 
 
 def _drive(
@@ -288,9 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lngossip: --peers and --batch must be at least 1", file=sys.stderr)
         return 2
     threads = getattr(args, "threads", None)
-    if threads is not None and not 1 <= threads <= MAX_THREADS:
+    if threads is not None and not MIN_THREADS <= threads <= MAX_THREADS:
         print(
-            f"lngossip: --threads must be between 1 and {MAX_THREADS} "
+            f"lngossip: --threads must be between {MIN_THREADS} and {MAX_THREADS} "
             f"(this machine has {os.cpu_count()} cores), got {threads}",
             file=sys.stderr,
         )

@@ -8,12 +8,13 @@
 //! bytes; [`store`] keeps them on disk in Core Lightning's `gossip_store` format;
 //! [`transport`] frames and encrypts messages after the BOLT #8 handshake; [`pipeline`]
 //! ties them together in the order DESIGN.md gives (every cheap check before
-//! any signature check).
+//! any signature check); [`limits`] bounds every numeric argument of the API.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod graph;
+pub mod limits;
 pub mod orphans;
 pub mod pipeline;
 pub mod queue;

@@ -6,8 +6,9 @@
 //! by a later `process`) or `Orphaned` (held until its channel is accepted;
 //! a released orphan ends as accepted, stale or invalid_signature). The
 //! checks run cheapest first and all of them before any signature check
-//! (Core Lightning #7972): parse, `chain_hash`, exact duplicate, live time
-//! window, known `short_channel_id` / stored timestamps, queue admission.
+//! (Core Lightning #7972): parse, `chain_hash`, exact duplicate, time
+//! window (24 h ahead for every policy, 14 days behind for live), known
+//! `short_channel_id` / stored timestamps, queue admission.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,9 +26,12 @@ use crate::store::{self, OpenReport, Store, StoreError, FLAG_DELETED};
 use crate::verify::{Job, Verdict, Verifier, DEFAULT_PUBKEY_CACHE_CAPACITY};
 use crate::wire::{self, Gossip, Malformed, MsgKind, NodeId, MAINNET_CHAIN_HASH};
 
-/// Live policy: reject timestamps more than this far ahead of "now" (24 h,
-/// as Core Lightning and LDK do).
-pub const LIVE_MAX_AHEAD_S: u64 = 24 * 3600;
+/// Every policy: reject timestamps more than this far ahead of "now" (24 h,
+/// as Core Lightning and LDK do for live gossip). A message from the future
+/// can never be right, and under the archive policy too an accepted
+/// `channel_update` stamped years ahead (or `0xFFFFFFFF`) would make every
+/// real update of its direction `stale` for ever.
+pub const MAX_AHEAD_S: u64 = 24 * 3600;
 /// Live policy: reject timestamps more than this far behind "now" (14 days,
 /// the BOLT #7 pruning horizon).
 pub const LIVE_MAX_BEHIND_S: u64 = 14 * 24 * 3600;
@@ -35,7 +39,8 @@ pub const LIVE_MAX_BEHIND_S: u64 = 14 * 24 * 3600;
 /// Which timestamps and nodes are accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
-    /// Ingesting old dumps: no wall-clock window, nodes without a known channel verified anyway.
+    /// Ingesting old dumps: no lower time bound (only [`MAX_AHEAD_S`], as
+    /// for every policy), nodes without a known channel verified anyway.
     Archive,
     /// Gossip from live peers: 24 h ahead / 14 days behind window, node
     /// announcements need a known channel (BOLT #7).
@@ -65,7 +70,7 @@ pub enum Decision {
     UnknownNode,
     /// Live policy: timestamp more than 14 days old.
     TooOld,
-    /// Live policy: timestamp more than 24 h in the future.
+    /// Timestamp more than 24 h ([`MAX_AHEAD_S`]) in the future (any policy).
     TooNew,
     /// The queue (or the peer's share) is full; the message was handed back.
     QueueFull,
@@ -119,7 +124,8 @@ pub struct Config {
     pub chain_hash: [u8; 32],
     /// Archive or live policy.
     pub policy: Policy,
-    /// Fixed "now" in seconds since the epoch (tests); `None` reads the clock.
+    /// Fixed "now" in seconds since the epoch (tests); `None` reads the
+    /// clock. Every policy rejects timestamps [`MAX_AHEAD_S`] past it.
     pub now: Option<u64>,
     /// Queue caps.
     pub queue: QueueLimits,
@@ -564,7 +570,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         self.forget_evicted(evicted);
     }
 
-    /// Set (or clear, with `None`) the fixed "now" used by the live policy.
+    /// Set (or clear, with `None`) the fixed "now" of the time window.
     pub fn set_now(&mut self, now: Option<u64>) {
         self.cfg.now = now;
     }
@@ -633,15 +639,13 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         if self.seen.contains(h) {
             return (self.reject(seq, kind, Decision::Duplicate, None), None);
         }
-        if self.cfg.policy == Policy::Live {
-            if let Some(ts) = gossip.timestamp() {
-                let (ts, now) = (u64::from(ts), self.now());
-                if ts > now.saturating_add(LIVE_MAX_AHEAD_S) {
-                    return (self.reject(seq, kind, Decision::TooNew, None), None);
-                }
-                if ts.saturating_add(LIVE_MAX_BEHIND_S) < now {
-                    return (self.reject(seq, kind, Decision::TooOld, None), None);
-                }
+        if let Some(ts) = gossip.timestamp() {
+            let (ts, now) = (u64::from(ts), self.now());
+            if ts > now.saturating_add(MAX_AHEAD_S) {
+                return (self.reject(seq, kind, Decision::TooNew, None), None);
+            }
+            if self.cfg.policy == Policy::Live && ts.saturating_add(LIVE_MAX_BEHIND_S) < now {
+                return (self.reject(seq, kind, Decision::TooOld, None), None);
             }
         }
         match &gossip {

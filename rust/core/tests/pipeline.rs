@@ -274,6 +274,33 @@ fn live_policy_window() {
     assert_eq!(p.process(10).outcomes[0].decision, Decision::UnknownNode);
 }
 
+#[test]
+fn far_future_is_too_new_under_the_archive_policy_too() {
+    let k = Keys::new();
+    let now = 1_800_000_000u64;
+    let mut p = Engine::new(Config {
+        now: Some(now),
+        threads: 1,
+        ..Config::default()
+    });
+    assert_eq!(p.config().policy, Policy::Archive);
+    p.submit(0, k.announcement(1 << 40, 1, 2));
+    p.process(10);
+    let ahead = lngossip_core::pipeline::MAX_AHEAD_S;
+    for ts in [u32::MAX, (now + ahead + 1) as u32] {
+        let forged = k.update(1 << 40, 0, ts, k.signer(1, 2, 0));
+        assert_eq!(p.submit(1, forged).decision, Decision::TooNew, "{ts}");
+        assert_eq!(p.submit(1, k.node(1, ts)).decision, Decision::TooNew);
+    }
+    // no lower bound under the archive policy; 24 h ahead is still in
+    let old = k.update(1 << 40, 0, 1000, k.signer(1, 2, 0));
+    assert_eq!(p.submit(0, old).decision, Decision::Queued);
+    let edge = k.update(1 << 40, 1, (now + ahead) as u32, k.signer(1, 2, 1));
+    assert_eq!(p.submit(0, edge).decision, Decision::Queued);
+    let done: Vec<Decision> = p.process(10).outcomes.iter().map(|o| o.decision).collect();
+    assert_eq!(done, vec![Decision::Accepted, Decision::Accepted]);
+}
+
 /// A 10,000-byte queue of which one peer may fill 3,000 bytes.
 fn small_share_engine() -> Engine {
     Engine::new(Config {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lngossip_core::graph::Cursor;
+use lngossip_core::limits;
 use lngossip_core::pipeline::{Config, Counters, Decision, Policy};
 use lngossip_core::queue::{QueueLimits, DEFAULT_PEER_SHARE_DIVISOR};
 use lngossip_core::store::{OpenReport, StoreError};
@@ -17,7 +18,7 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::{MutexExt, PyOnceLock};
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 
 fn err(py: Python<'_>, class: &str, msg: String) -> PyErr {
     match py
@@ -40,6 +41,46 @@ fn internal(py: Python<'_>) -> PyErr {
 
 fn store_err(py: Python<'_>, e: &StoreError) -> PyErr {
     err(py, "StoreError", e.to_string())
+}
+
+/// `value` of `argument` if it lies in `bound` (see `lngossip_core::limits`);
+/// `ConfigError` naming the argument and the range otherwise.
+fn checked(py: Python<'_>, bound: limits::Bound, argument: &str, value: i128) -> PyResult<u64> {
+    bound
+        .check(argument, value)
+        .map_err(|m| err(py, "ConfigError", m))
+}
+
+/// [`checked`] for an argument taken as any object (so an integer too big
+/// for an `i128` is a `ConfigError` too); `None` stays `None`.
+fn checked_opt(
+    py: Python<'_>,
+    bound: limits::Bound,
+    argument: &str,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<u64>> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    match v.extract::<i128>() {
+        Ok(i) => checked(py, bound, argument, i).map(Some),
+        Err(_) if v.is_instance_of::<PyInt>() => Err(err(
+            py,
+            "ConfigError",
+            bound.message(argument, &v.to_string()),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`checked_opt`] as a `usize` (every bound fits one on 64-bit targets).
+fn checked_size(
+    py: Python<'_>,
+    bound: limits::Bound,
+    argument: &str,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<usize>> {
+    Ok(checked_opt(py, bound, argument, value)?.map(|v| usize::try_from(v).unwrap_or(usize::MAX)))
 }
 
 /// `lngossip.wire.Decision` members, in `Decision::ALL` order.
@@ -238,19 +279,67 @@ impl PyPipeline {
         py: Python<'_>,
         chain_hash: Option<&[u8]>,
         policy: &str,
-        now: Option<u64>,
-        max_queue_bytes: Option<usize>,
-        max_queue_messages: Option<usize>,
-        per_peer_bytes: Option<usize>,
-        per_peer_messages: Option<usize>,
-        orphan_capacity: Option<usize>,
-        orphan_max_bytes: Option<usize>,
-        seen_capacity: Option<usize>,
-        pubkey_cache_capacity: Option<usize>,
-        threads: Option<usize>,
+        now: Option<Bound<'_, PyAny>>,
+        max_queue_bytes: Option<Bound<'_, PyAny>>,
+        max_queue_messages: Option<Bound<'_, PyAny>>,
+        per_peer_bytes: Option<Bound<'_, PyAny>>,
+        per_peer_messages: Option<Bound<'_, PyAny>>,
+        orphan_capacity: Option<Bound<'_, PyAny>>,
+        orphan_max_bytes: Option<Bound<'_, PyAny>>,
+        seen_capacity: Option<Bound<'_, PyAny>>,
+        pubkey_cache_capacity: Option<Bound<'_, PyAny>>,
+        threads: Option<Bound<'_, PyAny>>,
         store: Option<PathBuf>,
-        store_sync_interval_ms: Option<u64>,
+        store_sync_interval_ms: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        use limits::{
+            NOW, ORPHAN_BYTES, ORPHAN_CAPACITY, PUBKEY_CACHE_CAPACITY, QUEUE_BYTES, QUEUE_MESSAGES,
+            SEEN_CAPACITY, STORE_SYNC_INTERVAL_MS, THREADS,
+        };
+        let now = checked_opt(py, NOW, "now", now.as_ref())?;
+        let max_queue_bytes =
+            checked_size(py, QUEUE_BYTES, "max_queue_bytes", max_queue_bytes.as_ref())?;
+        let max_queue_messages = checked_size(
+            py,
+            QUEUE_MESSAGES,
+            "max_queue_messages",
+            max_queue_messages.as_ref(),
+        )?;
+        let per_peer_bytes =
+            checked_size(py, QUEUE_BYTES, "per_peer_bytes", per_peer_bytes.as_ref())?;
+        let per_peer_messages = checked_size(
+            py,
+            QUEUE_MESSAGES,
+            "per_peer_messages",
+            per_peer_messages.as_ref(),
+        )?;
+        let orphan_capacity = checked_size(
+            py,
+            ORPHAN_CAPACITY,
+            "orphan_capacity",
+            orphan_capacity.as_ref(),
+        )?;
+        let orphan_max_bytes = checked_size(
+            py,
+            ORPHAN_BYTES,
+            "orphan_max_bytes",
+            orphan_max_bytes.as_ref(),
+        )?;
+        let seen_capacity =
+            checked_size(py, SEEN_CAPACITY, "seen_capacity", seen_capacity.as_ref())?;
+        let pubkey_cache_capacity = checked_size(
+            py,
+            PUBKEY_CACHE_CAPACITY,
+            "pubkey_cache_capacity",
+            pubkey_cache_capacity.as_ref(),
+        )?;
+        let threads = checked_size(py, THREADS, "threads", threads.as_ref())?;
+        let store_sync_interval_ms = checked_opt(
+            py,
+            STORE_SYNC_INTERVAL_MS,
+            "store_sync_interval_ms",
+            store_sync_interval_ms.as_ref(),
+        )?;
         let mut cfg = Config::for_policy(parse_policy(py, policy)?);
         if let Some(ch) = chain_hash {
             cfg.chain_hash = ch.try_into().map_err(|_| {
@@ -263,9 +352,6 @@ impl PyPipeline {
         }
         let max_bytes = max_queue_bytes.unwrap_or(cfg.queue.max_bytes);
         let max_messages = max_queue_messages.unwrap_or(cfg.queue.max_messages);
-        if max_bytes == 0 || max_messages == 0 {
-            return Err(err(py, "ConfigError", "queue caps must be positive".into()));
-        }
         cfg.now = now;
         cfg.queue = QueueLimits {
             max_bytes,
@@ -323,7 +409,8 @@ impl PyPipeline {
     }
 
     #[pyo3(signature = (max_messages = 4096))]
-    fn process(&self, py: Python<'_>, max_messages: usize) -> PyResult<PyProcessResult> {
+    fn process(&self, py: Python<'_>, max_messages: i128) -> PyResult<PyProcessResult> {
+        let max_messages = checked(py, limits::BATCH, "max_messages", max_messages)? as usize;
         let done = py.detach(|| {
             let mut v = self.verifier.lock().ok()?;
             catch_unwind(AssertUnwindSafe(|| {
@@ -398,7 +485,8 @@ impl PyPipeline {
     }
 
     #[pyo3(signature = (now = None))]
-    fn prune(&self, py: Python<'_>, now: Option<u64>) -> PyResult<(usize, usize)> {
+    fn prune(&self, py: Python<'_>, now: Option<Bound<'_, PyAny>>) -> PyResult<(usize, usize)> {
+        let now = checked_opt(py, limits::NOW, "now", now.as_ref())?;
         let inner = self.inner.clone();
         let r = py
             .detach(|| {
@@ -471,7 +559,8 @@ impl PyPipeline {
         Ok(g.peer_queue_bytes(peer))
     }
 
-    fn set_now(&self, py: Python<'_>, now: Option<u64>) -> PyResult<()> {
+    fn set_now(&self, py: Python<'_>, now: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let now = checked_opt(py, limits::NOW, "now", now.as_ref())?;
         let mut g = self.lock(py)?;
         g.set_now(now);
         Ok(())
@@ -599,8 +688,9 @@ impl PyGraph {
         &self,
         py: Python<'_>,
         after: Option<u64>,
-        limit: usize,
+        limit: i128,
     ) -> PyResult<Vec<u64>> {
+        let limit = checked(py, limits::PAGE, "limit", limit)? as usize;
         self.read(py, |g| g.short_channel_ids_after(after, limit))
     }
 
@@ -609,8 +699,9 @@ impl PyGraph {
         &self,
         py: Python<'py>,
         after: Option<&[u8]>,
-        limit: usize,
+        limit: i128,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let limit = checked(py, limits::PAGE, "limit", limit)? as usize;
         let after = after.map(|a| to_node_id(py, a)).transpose()?;
         self.read(py, |g| {
             g.node_ids_after(after.as_ref(), limit)
@@ -627,8 +718,9 @@ impl PyGraph {
         first_blocknum: u32,
         number_of_blocks: u32,
         after: Option<u64>,
-        limit: usize,
+        limit: i128,
     ) -> PyResult<Vec<u64>> {
+        let limit = checked(py, limits::PAGE, "limit", limit)? as usize;
         self.read(py, |g| {
             g.short_channel_ids_in_blocks(first_blocknum, number_of_blocks, after, limit)
         })
@@ -641,8 +733,9 @@ impl PyGraph {
         cursor: &[u8],
         first_timestamp: u32,
         timestamp_range: u32,
-        max_messages: usize,
+        max_messages: i128,
     ) -> PyResult<Page<'py>> {
+        let max_messages = checked(py, limits::PAGE, "max_messages", max_messages)? as usize;
         let c = decode_cursor(py, cursor)?;
         self.read(py, |g| {
             let (msgs, next) = g.gossip_after(c, first_timestamp, timestamp_range, max_messages);
@@ -739,8 +832,9 @@ fn verify_batch<'py>(
     signatures: PyReadonlyArray2<'py, u8>,
     public_keys: PyReadonlyArray2<'py, u8>,
     digests: PyReadonlyArray2<'py, u8>,
-    threads: Option<usize>,
+    threads: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+    let threads = checked_size(py, limits::THREADS, "threads", threads.as_ref())?;
     let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
     let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
     let d: Vec<[u8; 32]> = rows(py, "digests", &digests)?;
@@ -772,8 +866,13 @@ fn _time_bare_verify<'py>(
     signatures: PyReadonlyArray2<'py, u8>,
     public_keys: PyReadonlyArray2<'py, u8>,
     digests: PyReadonlyArray2<'py, u8>,
-    threads: usize,
+    threads: i128,
 ) -> PyResult<(f64, usize)> {
+    // 0: one per core
+    let threads = match threads {
+        0 => 0,
+        t => checked(py, limits::THREADS, "threads", t)? as usize,
+    };
     let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
     let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
     let d: Vec<[u8; 32]> = rows(py, "digests", &digests)?;
@@ -791,5 +890,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_time_bare_verify, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let bounds = PyDict::new(m.py());
+    for (name, b) in limits::ALL {
+        bounds.set_item(name, (b.min, b.max))?;
+    }
+    m.add("LIMITS", bounds)?;
     Ok(())
 }
