@@ -349,6 +349,53 @@ def test_damaged_tail_is_still_truncated(topology_store: Path, tmp_path: Path) -
     assert [f.name for f in tmp_path.iterdir()] == ["tail.store"]
 
 
+def test_a_forged_record_is_trusted_unless_the_store_is_verified(
+    graph_file: Path, tmp_path: Path
+) -> None:
+    """A record whose message was changed and its CRC recomputed (a store
+    from someone else) is trusted on open, as Core Lightning trusts its
+    own store; ``verify_store=True`` / ``ingest --verify-store`` verifies
+    every signature, drops it, and the genuine message is accepted again."""
+    store = tmp_path / "forged.store"
+    p = Pipeline(store=store)
+    run(p, ((0, m) for m in readers.iter_messages(graph_file)))
+    del p
+    data = bytearray(store.read_bytes())
+    off, _flags, n = next(r for r in records(store) if data[r[0] + 12 : r[0] + 14] == b"\x01\x02")
+    genuine = bytes(data[off + 12 : off + 12 + n])
+    data[off + 12 + n - 1] ^= 0x01  # htlc_maximum_msat: the signature no longer matches
+    _f, _n, _crc, ts = HEADER.unpack_from(data, off)
+    struct.pack_into(">I", data, off + 4, _crc32c(ts, bytes(data[off + 12 : off + 12 + n])))
+    forged = bytes(data[off + 12 : off + 12 + n])
+    scid, direction = struct.unpack_from(">Q", genuine, 98)[0], genuine[113] & 1
+    trusted, verified = tmp_path / "trusted.store", tmp_path / "verified.store"
+    trusted.write_bytes(data)
+    verified.write_bytes(data)
+
+    p = Pipeline(store=trusted)
+    ch = p.graph.channel(scid)
+    assert ch is not None and ch[1 + direction] == forged
+    rep = p.store_report()
+    assert rep is not None and (rep["verified"], rep["rejected_records"]) == (False, 0)
+    assert p.counters()["signatures_verified"] == 0
+
+    args = ["--store", str(verified), "--verify-store", "--json", "--no-progress"]
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(graph_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "1 records failed signature verification" in r.stderr
+    out = json.loads(r.stdout)
+    assert (out["store"]["verified"], out["store"]["rejected_records"]) == (True, 1)
+    # the genuine update came again from the input and was accepted
+    assert out["decisions"]["channel_update"]["accepted"] == 1
+    ch = Pipeline(store=verified).graph.channel(scid)
+    assert ch is not None and ch[1 + direction] == genuine
+
+
 # -- restarts ----------------------------------------------------------------------
 
 

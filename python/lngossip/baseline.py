@@ -623,6 +623,7 @@ class Pipeline:
         threads: int | None = None,
         store: str | os.PathLike[str] | None = None,
         store_sync_interval_ms: int | None = None,
+        verify_store: bool = False,
     ) -> None:
         if chain_hash is None:
             chain_hash = MAINNET_CHAIN_HASH

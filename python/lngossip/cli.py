@@ -46,6 +46,8 @@ def _drive(
         kwargs["threads"] = args.threads
     if getattr(args, "store", None):
         kwargs["store"] = args.store
+        if getattr(args, "verify_store", False):
+            kwargs["verify_store"] = True
     pipeline: PipelineLike = make_pipeline(args.engine, **kwargs)
     if stream is None:
         assert messages is not None
@@ -192,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="durable graph (Core Lightning gossip_store format): opened, rebuilt "
         "without verifying, and appended with what is accepted",
+    )
+    ingest.add_argument(
+        "--verify-store",
+        action="store_true",
+        help="verify every signature of the --store on open (a store from a source "
+        "you do not trust: the CRC detects damage, not forgery); failures are dropped",
     )
     common(ingest, 1)
     ingest.set_defaults(func=cmd_ingest)

@@ -105,6 +105,8 @@ def store_summary(pipeline: PipelineLike) -> str | None:
         line += ", " + store_damage(rep)
     if rep["truncated_bytes"]:
         line += f", damaged tail ({rep['damage']}) of {rep['truncated_bytes']:,} bytes dropped"
+    if rep["rejected_records"]:
+        line += f", {rep['rejected_records']:,} records with a failed signature dropped"
     return line
 
 

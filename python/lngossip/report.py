@@ -125,9 +125,9 @@ def store_damage(rep: StoreReport) -> str:
 
 
 def warn_store_damage(rep: StoreReport | None) -> None:
-    """One line on stderr when opening the store skipped
-    damaged records or dropped a damaged tail: what was lost is fetched
-    again like any missing gossip."""
+    """One line on stderr when opening the store skipped damaged records,
+    dropped a damaged tail or (``--verify-store``) records whose signature
+    failed: what was lost is fetched again like any missing gossip."""
     if rep is None:
         return
     what = []
@@ -135,5 +135,7 @@ def warn_store_damage(rep: StoreReport | None) -> None:
         what.append(store_damage(rep))
     if rep["truncated_bytes"]:
         what.append(f"a damaged tail ({rep['damage']}) of {rep['truncated_bytes']:,} bytes dropped")
+    if rep["rejected_records"]:
+        what.append(f"{rep['rejected_records']:,} records failed signature verification, dropped")
     if what:
         print(f"lngossip: store {rep['path']}: {'; '.join(what)}", file=sys.stderr)

@@ -58,6 +58,12 @@ class StoreReport(TypedDict):
     skipped: list[tuple[int, int, StoreDamage]]
     """``(offset, length, damage)`` of the first 100 of those ranges, in
     bytes of the damaged original."""
+    verified: bool
+    """Every signature was verified on open (``verify_store=True``)."""
+    rejected_records: int
+    """With ``verified``: records not loaded because a signature failed (or
+    a ``channel_update``'s channel had no valid announcement); flagged
+    deleted."""
     kept_original: str | None
     """Where the damaged original was kept (``PATH.damaged-<unix seconds>``,
     a hard link or a copy) before the store was rewritten without the

@@ -315,13 +315,156 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// # Errors
     /// See [`Store::open`].
     pub fn open_store(&mut self, path: &Path) -> Result<OpenReport, StoreError> {
-        let (mut st, buf, scan, report) = Store::open(path)?;
+        self.open_store_with(path, None)
+    }
+
+    /// [`open_store`](Pipeline::open_store), verifying every signature of
+    /// the store's gossip records with `verifier` first: for a store from a
+    /// source that is not trusted (the CRC detects damage, not forgery; a
+    /// store with valid CRCs and forged signatures is otherwise trusted, as
+    /// Core Lightning trusts its own). A record that fails (bad signature,
+    /// key not on the curve), and a `channel_update` whose channel has no
+    /// valid announcement in the store, is not loaded and is flagged deleted;
+    /// [`OpenReport::rejected_records`] counts them. Takes about 46 µs per
+    /// signature per core (8-10 s for the topology dataset on 2 cores).
+    ///
+    /// # Errors
+    /// See [`Store::open`].
+    pub fn open_store_verified(
+        &mut self,
+        path: &Path,
+        verifier: &mut Verifier,
+    ) -> Result<OpenReport, StoreError> {
+        self.open_store_with(path, Some(verifier))
+    }
+
+    fn open_store_with(
+        &mut self,
+        path: &Path,
+        verifier: Option<&mut Verifier>,
+    ) -> Result<OpenReport, StoreError> {
+        let (mut st, buf, mut scan, mut report) = Store::open(path)?;
+        if let Some(v) = verifier {
+            let rejected = self.reject_unverified(&buf, &mut scan, v);
+            report.verified = true;
+            report.rejected_records = rejected.len() as u64;
+            for r in rejected {
+                st.delete(r.offset, r.end - r.start);
+            }
+        }
         for (off, n) in self.load_store_image(&buf, &scan) {
             st.delete(off, n);
         }
         st.flush(true)?;
         self.store = Some(st);
         Ok(report)
+    }
+
+    /// Verify the signatures of the live gossip records of `scan` (over the
+    /// image `buf`); remove from `scan` and return those that fail, and the
+    /// `channel_update`s without a valid announcement of their channel in
+    /// the image (their key is unknown). Other records are left alone.
+    fn reject_unverified(
+        &mut self,
+        buf: &[u8],
+        scan: &mut store::Scan,
+        verifier: &mut Verifier,
+    ) -> Vec<store::Record> {
+        /// Jobs per `verify` call: the pipeline's default batch.
+        const CHUNK: usize = 4096;
+        let mut bad = vec![false; scan.records.len()];
+        let parsed: Vec<(usize, Gossip)> = scan
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.flags & FLAG_DELETED == 0)
+            .filter_map(|(i, r)| wire::parse(&buf[r.start..r.end]).ok().map(|g| (i, g)))
+            .collect();
+        let msg = |i: usize| &buf[scan.records[i].start..scan.records[i].end];
+        // Verify `jobs` (record index, job) in chunks; marks the failures
+        // bad and returns whether each passed, in order.
+        let mut run = |jobs: Vec<(usize, Job<'_>)>, bad: &mut [bool]| -> Vec<bool> {
+            let mut out = Vec::with_capacity(jobs.len());
+            for chunk in jobs.chunks(CHUNK) {
+                let js: Vec<Job<'_>> = chunk.iter().map(|(_, j)| j.clone()).collect();
+                for ((i, _), (v, calls)) in chunk.iter().zip(verifier.verify(&js)) {
+                    self.counters.signatures_verified += u64::from(calls);
+                    bad[*i] |= v != Verdict::Valid;
+                    out.push(v == Verdict::Valid);
+                }
+            }
+            out
+        };
+        // channel announcements first: their node ids are the updates' keys
+        let mut anns = Vec::new();
+        let mut channels = Vec::new();
+        for (i, g) in &parsed {
+            if let Gossip::ChannelAnnouncement {
+                short_channel_id,
+                node_id_1,
+                node_id_2,
+                bitcoin_key_1,
+                bitcoin_key_2,
+                ..
+            } = g
+            {
+                let checks = vec![
+                    (2, *node_id_1),
+                    (66, *node_id_2),
+                    (130, *bitcoin_key_1),
+                    (194, *bitcoin_key_2),
+                ];
+                let job = Job {
+                    msg: msg(*i),
+                    signed_from: wire::CHANNEL_ANNOUNCEMENT_SIGNED_FROM,
+                    checks,
+                };
+                anns.push((*i, job));
+                channels.push((*short_channel_id, (*node_id_1, *node_id_2)));
+            }
+        }
+        let mut keys: HashMap<u64, (NodeId, NodeId)> = HashMap::new();
+        for (ok, (scid, ids)) in run(anns, &mut bad).into_iter().zip(channels) {
+            if ok {
+                keys.entry(scid).or_insert(ids);
+            }
+        }
+        let mut rest = Vec::new();
+        for (i, g) in &parsed {
+            let key = match g {
+                Gossip::ChannelUpdate {
+                    short_channel_id,
+                    channel_flags,
+                    ..
+                } => match keys.get(short_channel_id) {
+                    Some(&(a, b)) => {
+                        if channel_flags & 1 == 0 {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                    None => {
+                        bad[*i] = true;
+                        continue;
+                    }
+                },
+                Gossip::NodeAnnouncement { node_id, .. } => *node_id,
+                Gossip::ChannelAnnouncement { .. } => continue,
+            };
+            let job = Job {
+                msg: msg(*i),
+                signed_from: wire::SINGLE_SIGNED_FROM,
+                checks: vec![(2, key)],
+            };
+            rest.push((*i, job));
+        }
+        run(rest, &mut bad);
+        let records = std::mem::take(&mut scan.records);
+        let (keep, rejected): (Vec<_>, Vec<_>) =
+            records.into_iter().zip(bad).partition(|(_, b)| !*b);
+        scan.records = keep.into_iter().map(|(r, _)| r).collect();
+        rejected.into_iter().map(|(r, _)| r).collect()
     }
 
     /// Take the records [`store::scan`] found in a store image `buf` into

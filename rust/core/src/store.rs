@@ -329,6 +329,13 @@ pub struct OpenReport {
     /// Where the damaged original was kept before the store was rewritten
     /// without the skipped ranges.
     pub kept_original: Option<PathBuf>,
+    /// Every signature was verified on open
+    /// (`Pipeline::open_store_verified`).
+    pub verified: bool,
+    /// Records not loaded because a signature failed (or, for a
+    /// `channel_update`, because its channel had no valid announcement);
+    /// flagged deleted. Only counted when `verified`.
+    pub rejected_records: u64,
 }
 
 /// Counters of a store.

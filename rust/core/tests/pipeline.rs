@@ -530,6 +530,56 @@ fn store_skips_a_damaged_record_in_the_middle_and_the_rest_is_kept() {
 }
 
 #[test]
+fn a_forged_record_with_a_valid_crc_is_trusted_unless_the_store_is_verified() {
+    use lngossip_core::store::{record_crc, scan};
+    let k = Keys::new();
+    let path = temp_store("forged.gs");
+    let msgs = small_graph(&k, 1000);
+    {
+        let mut p = pipeline();
+        p.open_store(&path).unwrap();
+        for m in &msgs {
+            p.submit(0, m.clone());
+        }
+        p.process(100);
+    }
+    let mut image = std::fs::read(&path).unwrap();
+    let s = scan(&image).unwrap();
+    // records in accepted order: announcements 1 and 2, then updates
+    let r = s.records[2];
+    assert_eq!(&image[r.start..r.end], &msgs[1][..]);
+    let last = r.end - 1;
+    image[last] ^= 0x01; // htlc_maximum_msat changed, signature now wrong
+    let crc = record_crc(r.timestamp, &image[r.start..r.end]);
+    image[r.start - 8..r.start - 4].copy_from_slice(&crc.to_be_bytes());
+    let forged = image[r.start..r.end].to_vec();
+    std::fs::write(&path, &image).unwrap();
+    {
+        // the CRC guards against damage, not forgery: trusted
+        let mut p = pipeline();
+        let rep = p.open_store(&path).unwrap();
+        assert!(!rep.verified && rep.rejected_records == 0);
+        let c = p.graph().channel(1 << 40).unwrap();
+        assert_eq!(&*c.updates[0].as_ref().unwrap().msg, &forged[..]);
+    }
+    let mut p = pipeline();
+    let mut v = Verifier::new(1, 16).unwrap();
+    let rep = p.open_store_verified(&path, &mut v).unwrap();
+    assert!(rep.verified);
+    assert_eq!(rep.rejected_records, 1);
+    // 2 announcements of 4 signatures, 3 updates and a node announcement
+    assert_eq!(p.counters().signatures_verified, 2 * 4 + 4);
+    assert!(p.graph().channel(1 << 40).unwrap().updates[0].is_none());
+    assert_eq!(p.submit(0, msgs[1].clone()).decision, Decision::Queued);
+    assert_eq!(p.process(10).outcomes[0].decision, Decision::Accepted);
+    drop(p);
+    // the forged record was flagged deleted
+    let image = std::fs::read(&path).unwrap();
+    let s = scan(&image).unwrap();
+    assert!(s.records[2].flags & 0x8000 != 0);
+}
+
+#[test]
 fn compaction_keeps_the_live_records_only() {
     let k = Keys::new();
     let path = temp_store("compact.gs");

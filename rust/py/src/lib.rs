@@ -273,6 +273,7 @@ impl PyPipeline {
         threads = None,
         store = None,
         store_sync_interval_ms = None,
+        verify_store = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -291,6 +292,7 @@ impl PyPipeline {
         threads: Option<Bound<'_, PyAny>>,
         store: Option<PathBuf>,
         store_sync_interval_ms: Option<Bound<'_, PyAny>>,
+        verify_store: bool,
     ) -> PyResult<Self> {
         use limits::{
             NOW, ORPHAN_BYTES, ORPHAN_CAPACITY, PUBKEY_CACHE_CAPACITY, QUEUE_BYTES, QUEUE_MESSAGES,
@@ -366,7 +368,7 @@ impl PyPipeline {
         cfg.seen_capacity = seen_capacity.unwrap_or(cfg.seen_capacity);
         cfg.pubkey_cache_capacity = pubkey_cache_capacity.unwrap_or(cfg.pubkey_cache_capacity);
         cfg.threads = threads.unwrap_or(cfg.threads);
-        let verifier = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)
+        let mut verifier = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)
             .map_err(|e| err(py, "ConfigError", e))?;
         let mut pipeline = Pipeline::new(cfg);
         let opened = match store {
@@ -375,7 +377,11 @@ impl PyPipeline {
                 let rep = py
                     .detach(|| {
                         catch_unwind(AssertUnwindSafe(|| {
-                            let r = pipeline.open_store(&path);
+                            let r = if verify_store {
+                                pipeline.open_store_verified(&path, &mut verifier)
+                            } else {
+                                pipeline.open_store(&path)
+                            };
                             if let (Ok(_), Some(ms), Some(st)) =
                                 (&r, store_sync_interval_ms, pipeline.store_mut())
                             {
@@ -542,6 +548,8 @@ impl PyPipeline {
             "kept_original",
             rep.kept_original.as_ref().map(|p| p.to_string_lossy()),
         )?;
+        d.set_item("verified", rep.verified)?;
+        d.set_item("rejected_records", rep.rejected_records)?;
         if let Some(st) = g.store() {
             let s = st.stats();
             d.set_item("records_written", s.records_written)?;
