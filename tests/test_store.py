@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lngossip import Graph, Pipeline, gen, readers
+from lngossip import Graph, Pipeline, gen, netcli, readers
 from lngossip.graph import dump
 from lngossip.ingest import make_pipeline, run
 from lngossip.net import messages as bolt
@@ -287,6 +287,10 @@ def test_mid_file_damage_loses_only_the_damaged_records(
     assert kept is not None and Path(kept).parent == tmp_path
     assert Path(kept).name.startswith("damaged.store.damaged-")
     assert hashlib.sha256(Path(kept).read_bytes()).digest() == hashlib.sha256(damaged).digest()
+    # serve and sync say it in their store line
+    line = netcli.store_summary(p)
+    assert line is not None and f"1 damaged range(s) of {resumed - first:,} bytes" in line
+    assert f"{first:,}+{resumed - first:,}" in line and kept in line
     # the store itself was rewritten without the damage
     rewritten = records(store)
     assert rewritten[-1][0] + 12 + rewritten[-1][2] == store.stat().st_size

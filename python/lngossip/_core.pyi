@@ -179,7 +179,7 @@ class Pipeline:
             the file trigger an atomic compaction (new file, fsync, rename).
         store_sync_interval_ms: see ``store``.
         verify_store: verify every signature of the store's records on open
-            (about 46 µs per signature per core, 8-10 s for the topology
+            (about 46 µs per signature per core: 6.3 s for the topology
             dataset on 2 cores), for a store from a source that is not
             trusted: a record that fails is not loaded and is flagged
             deleted (``store_report()["rejected_records"]``). Without it a
