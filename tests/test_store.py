@@ -398,6 +398,13 @@ def test_a_forged_record_is_trusted_unless_the_store_is_verified(
     assert out["decisions"]["channel_update"]["accepted"] == 1
     ch = Pipeline(store=verified).graph.channel(scid)
     assert ch is not None and ch[1 + direction] == genuine
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(graph_file), "--verify-store"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stderr.strip()) == (2, "lngossip: --verify-store needs --store")
 
 
 # -- restarts ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lngossip import readers
 from lngossip._core import LIMITS
-from lngossip.errors import GossipError
+from lngossip.errors import ConfigError, GossipError
 from lngossip.ingest import ENGINES, IngestReport, PipelineLike, make_pipeline, replay_as_peers, run
 from lngossip.report import emit_report, fmt_bytes, warn_damage, warn_store_damage
 from lngossip.wire import MSG_KINDS
@@ -101,6 +101,8 @@ def _drive(
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.verify_store and not args.store:
+        raise ConfigError("--verify-store needs --store")
     reports: list[readers.ReadReport] = []
 
     def messages() -> Iterator[bytes]:
