@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -103,15 +102,14 @@ def test_attack_rss(
     honest: list[dict[str, object]] = []
 
     def once() -> tuple[int, int]:
-        with serving(topology_store) as (proc, address):
+        with serving(topology_store) as served:
             time.sleep(0.5)
-            idle = rss(proc.pid)
-            sampler = Sampler(proc.pid)
-            t = honest_sync(address, honest)
-            asyncio.run(ATTACKS[name](address))
+            idle = rss(served.proc.pid)
+            sampler = Sampler(served.proc.pid)
+            t = honest_sync(served.address, honest)
+            asyncio.run(ATTACKS[name](served.address))
             t.join()
             peak = sampler.stop()
-            proc.send_signal(signal.SIGTERM)
         return idle, peak
 
     idle, peak = benchmark.pedantic(once, rounds=1, iterations=1)

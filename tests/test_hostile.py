@@ -66,8 +66,28 @@ class Sampler:
         return self.peak
 
 
+class Served:
+    """A running ``serve``: its process, address and stderr, read as it
+    comes (a log line per connection under a flood would otherwise fill the
+    pipe and block the server)."""
+
+    def __init__(self, proc: subprocess.Popen[str], address: str) -> None:
+        self.proc, self.address, self._lines = proc, address, []
+        assert proc.stderr is not None
+        self._drain = threading.Thread(target=self._lines.extend, args=(proc.stderr,), daemon=True)
+        self._drain.start()
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the exit; returns the whole log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        self._drain.join(10)
+        return "".join(self._lines)
+
+
 @contextlib.contextmanager
-def serving(store: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serving(store: Path, *extra: str) -> Iterator[Served]:
     proc = subprocess.Popen(
         [*LNGOSSIP, "-v", "serve", "--listen", "127.0.0.1:0", "--store", str(store), *extra],
         stdout=subprocess.PIPE,
@@ -76,12 +96,14 @@ def serving(store: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], s
     )
     assert proc.stdout is not None and proc.stderr is not None
     address = proc.stdout.readline().strip()
+    if "@127.0.0.1:" not in address:
+        proc.kill()
+        raise AssertionError(proc.communicate()[1])
+    served = Served(proc, address)
     try:
-        assert "@127.0.0.1:" in address, proc.stderr.read()
-        yield proc, address
+        yield served
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        served.stop()
         proc.stdout.close()
         proc.stderr.close()
 
@@ -168,19 +190,16 @@ def attack_serve(
     """Run ``attack(address)`` against a ``serve`` of ``store``; returns the
     RSS growth over idle, serve's log, and the honest sync's report."""
     honest: list[dict[str, object]] = []
-    with serving(store) as (proc, address):
+    with serving(store) as served:
         time.sleep(0.5)
-        idle = rss(proc.pid)
-        sampler = Sampler(proc.pid)
-        t = honest_sync(address, honest) if with_honest else None
-        asyncio.run(attack(address))
+        idle = rss(served.proc.pid)
+        sampler = Sampler(served.proc.pid)
+        t = honest_sync(served.address, honest) if with_honest else None
+        asyncio.run(attack(served.address))
         if t is not None:
             t.join()
         peak = sampler.stop()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        assert proc.stderr is not None
-        log = proc.stderr.read()
+        log = served.stop()
     return peak - idle, log, honest
 
 
@@ -461,6 +480,122 @@ def test_connections_from_one_network_group_are_capped(caplog: pytest.LogCapture
     lines = [r for r in caplog.records if "refusing connections" in r.getMessage()]
     assert 1 <= len(lines) <= 3
     assert not any(r.exc_info for r in caplog.records)
+
+
+ATTACK_NETGROUPS = 125
+ATTACK_PER_NETGROUP = 8
+
+
+async def _hold_slots(address: str, mode: str, stop: asyncio.Event, live: list[int]) -> None:
+    """Fill ``serve``'s inbound slots from 125 network groups (127.G.0.1,
+    one /16 each), 8 connections each, re-dialling a second after each
+    close, until ``stop``: ``handshake`` connections never send a byte;
+    ``ready`` ones finish the handshake and ``init`` and then sit idle.
+    ``live[0]`` counts the attacker's open (``handshake``) or ready
+    (``ready``) connections."""
+    node_id, host, port = split(address)
+    init = bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode()
+    open_writers: set[asyncio.StreamWriter] = set()
+    open_conns: set[Connection] = set()
+
+    async def slot(src: str, label: str) -> None:
+        while not stop.is_set():
+            try:
+                if mode == "handshake":
+                    async with asyncio.timeout(5):
+                        r, w = await asyncio.open_connection(host, port, local_addr=(src, 0))
+                    open_writers.add(w)
+                    live[0] += 1
+                    try:
+                        await r.read()  # until the node (or stop) closes it
+                    finally:
+                        live[0] -= 1
+                        open_writers.discard(w)
+                        w.close()
+                else:
+                    conn = await connect(
+                        host, port, keys(label), node_id, local_addr=(src, 0), timeout=5
+                    )
+                    open_conns.add(conn)
+                    try:
+                        await conn.send(init)
+                        while bolt.message_type(await conn.recv()) != bolt.INIT:
+                            pass
+                        live[0] += 1
+                        try:
+                            while True:  # read (pings too: never answered) until closed
+                                await conn.recv()
+                        finally:
+                            live[0] -= 1
+                    finally:
+                        open_conns.discard(conn)
+                        await conn.close(0)
+            except (TransportError, OSError, TimeoutError):
+                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
+
+    async def stopper() -> None:
+        # connections the node never accepted (a full listen backlog) never
+        # end on their own: close them all once stopped
+        await stop.wait()
+        for w in list(open_writers):
+            w.close()
+        await asyncio.gather(*(c.close(0) for c in list(open_conns)))
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(stopper())
+        for g in range(1, ATTACK_NETGROUPS + 1):
+            for i in range(ATTACK_PER_NETGROUP):
+                tg.create_task(slot(f"127.{g}.0.1", f"slot-{g}-{i}"))
+
+
+@needs_data
+@pytest.mark.parametrize("mode", ["handshake", "ready"])
+def test_attackers_from_125_network_groups_cannot_crowd_out_an_honest_peer(
+    topology_store: Path, mode: str
+) -> None:
+    """125 attacker addresses, each its own /16, 8 connections each, keep
+    ``serve``'s inbound slots full (handshakes left open, or ready and
+    idle); an honest peer from 127.0.0.1 still connects and completes a
+    whole sync, because a new connection evicts the least valuable one
+    instead of being refused, and pending handshakes have their own budget
+    (before: refused while the 256-connection cap was full). serve's RSS
+    stays bounded."""
+    honest: list[dict[str, object]] = []
+    live = [0]
+
+    async def attack(address: str) -> None:
+        stop = asyncio.Event()
+        flood = asyncio.create_task(_hold_slots(address, mode, stop, live))
+        # until the attacker holds every slot it can get
+        full = 256 if mode == "ready" else 32
+        t0 = time.monotonic()
+        while live[0] < full and time.monotonic() - t0 < 60:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3)  # and the node has been under the flood for a while
+        held = live[0]
+        t = honest_sync(address, honest)
+        await asyncio.to_thread(t.join)
+        assert held >= full, (held, live[0])
+        stop.set()
+        await flood
+
+    with serving(topology_store) as served:
+        time.sleep(0.5)
+        idle = rss(served.proc.pid)
+        sampler = Sampler(served.proc.pid)
+        asyncio.run(attack(served.address))
+        growth = sampler.stop() - idle
+        log = served.stop()
+    assert honest and honest[0].get("messages") == 169_748, (honest, log[-3000:])
+    if mode == "ready":
+        assert "inbound connections at their limit (256): evicting" in log
+    else:
+        assert "pending inbound connections at their limit (32)" in log
+    assert "Traceback" not in log
+    assert growth < 64 * MIB, growth
 
 
 # -- the CLI ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig, Peer
 from lngossip.net.transport import Keys, TransportError, connect
+from lngossip.wire import MAINNET_CHAIN_HASH
 from tests.conftest import needs_data, topology
 
 # the first 20,000 topology messages: 5,269 channels with updates and nodes
@@ -192,6 +193,108 @@ def test_disconnect_mid_sync_still_accepts_and_writes_what_was_admitted() -> Non
         assert c["queued"] == 0
         assert accepted == len(written) == received - c["decisions"]["channel_update"]["orphaned"]
         await client.close(2)
+        await server.close(2)
+
+    run(body)
+
+
+async def _read_slowly(
+    host: str,
+    port: int,
+    server_id: bytes,
+    label: str,
+    *,
+    bytes_per_s: float | None = None,
+    messages_per_s: float | None = None,
+    stop_after_bytes: int | None = None,
+    src: str = "127.0.0.1",
+) -> str:
+    """An honest peer that asks for the whole dump and reads it at a bounded
+    rate, answering pings as it reads them; with ``stop_after_bytes`` it
+    stops reading (and answering) after that many bytes: a dead peer.
+    Returns why it ended (``"cancelled"`` when the test stopped it)."""
+    conn = await connect(host, port, keys(label), server_id, local_addr=(src, 0))
+    try:
+        await conn.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+        while bolt.message_type(await conn.recv()) != bolt.INIT:
+            pass
+        await conn.send(bolt.GossipTimestampFilter(MAINNET_CHAIN_HASH, 0).encode())
+        t0 = time.monotonic()
+        while True:
+            if stop_after_bytes is not None and conn.bytes_received >= stop_after_bytes:
+                await asyncio.sleep(3600)
+            msg = await conn.recv()
+            if bolt.message_type(msg) == bolt.PING:
+                await conn.send(bolt.encode_pong(bolt.decode_ping(msg)))
+            ahead = 0.0
+            if bytes_per_s is not None:
+                ahead = conn.bytes_received / bytes_per_s
+            if messages_per_s is not None:
+                ahead = max(ahead, conn.messages_received / messages_per_s)
+            if (wait := ahead - (time.monotonic() - t0)) > 0:
+                await asyncio.sleep(wait)
+    except (TransportError, OSError) as e:
+        return f"closed: {e}"
+    except asyncio.CancelledError:
+        return "cancelled"
+    finally:
+        await conn.close()
+
+
+@needs_data
+def test_slow_honest_readers_stay_connected_and_a_dead_one_is_cut() -> None:
+    """Peers reading the dump at 34, 84 and 260 kB/s and ten reading about
+    140 messages/s stay connected, though our pings wait behind megabytes of
+    our own data in the socket buffers and their pongs cannot come back
+    within ``ping_timeout`` (before: all cut with ``ping_timeout``); a peer
+    that stops reading is still cut. The node sees a reader's progress when
+    its TCP stack opens the window again, on Linux loopback about every
+    256 KB read: 7.5 s at 34 kB/s, within the 12 s ``ping_timeout`` here
+    (15 s by default)."""
+    slow: dict[str, dict[str, float]] = {
+        "34kB": {"bytes_per_s": 34_000},
+        "84kB": {"bytes_per_s": 84_000},
+        "260kB": {"bytes_per_s": 260_000},
+        **{f"140msg-{i}": {"messages_per_s": 140} for i in range(10)},
+    }
+
+    async def body() -> None:
+        server = await make_node(
+            "slow-srv", serves=loaded(169_748), sync=False, ping_interval=1.0, ping_timeout=12.0
+        )
+        host, port = server.addr  # type: ignore[attr-defined]
+        # each from a network group of its own (at most 8 inbound per group)
+        tasks = {
+            label: asyncio.create_task(
+                _read_slowly(
+                    host,
+                    port,
+                    server.node_id,
+                    label,
+                    src=f"127.{i}.0.1",
+                    **kw,  # type: ignore[arg-type]
+                )
+            )
+            for i, (label, kw) in enumerate(slow.items(), 1)
+        }
+        dead = asyncio.create_task(
+            _read_slowly(host, port, server.node_id, "dead", stop_after_bytes=100_000)
+        )
+        await asyncio.sleep(30)
+        # the dead one was cut for not answering and not reading
+        assert keys("dead").node_id not in server.peers
+        assert server.counters["closed:ping_timeout"] == 1, server.counters
+        # every slow reader is still connected and was pinged meanwhile
+        assert not any(t.done() for t in tasks.values()), {
+            k: t.result() for k, t in tasks.items() if t.done()
+        }
+        assert all(keys(label).node_id in server.peers for label in slow)
+        assert server.counters["pings_sent"] >= len(slow) + 1
+        # pongs stuck behind our data: the wait went on because they read
+        assert server.counters["ping_waits_extended"] >= 1
+        for t in [*tasks.values(), dead]:
+            t.cancel()
+        await asyncio.gather(*tasks.values(), dead)
         await server.close(2)
 
     run(body)

@@ -363,9 +363,13 @@ def eviction_victim(inbound: Iterable[Peer], key: bytes) -> Peer | None:
 
 
 def _pending_victim(pending: Iterable[_Pending]) -> _Pending | None:
-    """The pending inbound connection to evict for a new one: the oldest of
-    the network group with the most pending connections."""
+    """The pending inbound connection to evict for a new one: one still in
+    the handshake if any (an honest peer finishes it in a round trip; one
+    that finished it is only waiting for ``init``), the oldest of the
+    network group with the most such connections."""
     pending = list(pending)
+    shaking = [p for p in pending if p.peer is None]
+    pending = shaking or pending
     if not pending:
         return None
     sizes = Counter(p.netgroup for p in pending)

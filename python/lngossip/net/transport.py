@@ -972,8 +972,10 @@ async def connect(
     *,
     timeout: float = 10.0,
     codec: CodecName = "rust",
+    local_addr: tuple[str, int] | None = None,
 ) -> Connection:
-    """Open a TCP connection to ``host:port`` and run the BOLT #8 handshake
+    """Open a TCP connection to ``host:port`` (from ``local_addr``, a
+    ``(host, port)`` to bind, when given) and run the BOLT #8 handshake
     as initiator, with our static ``local`` keys, to the node whose 33-byte
     id is ``remote_node_id``.
 
@@ -997,7 +999,9 @@ async def connect(
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT)
+            reader, writer = await asyncio.open_connection(
+                host, port, limit=_READ_LIMIT, local_addr=local_addr
+            )
             writer.write(handshake.act_one())
             handshake.read_act_two(await _read_exactly(reader, _ACT_TWO_LEN))
             writer.write(handshake.act_three())
