@@ -27,7 +27,7 @@ from lngossip.graph import dump
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import Connection, Keys, TransportError, accept, connect
-from lngossip.wire import MAINNET_CHAIN_HASH
+from lngossip.wire import MAINNET_CHAIN_HASH, parse_message
 from tests.conftest import TOPOLOGY, needs_data
 
 LNGOSSIP = [sys.executable, "-m", "lngossip"]
@@ -596,6 +596,103 @@ def test_attackers_from_125_network_groups_cannot_crowd_out_an_honest_peer(
         assert "pending inbound connections at their limit (32)" in log
     assert "Traceback" not in log
     assert growth < 64 * MIB, growth
+
+
+def _dump(conn: Connection) -> Awaitable[list[bytes]]:
+    async def read() -> list[bytes]:
+        await conn.send(bolt.GossipTimestampFilter(MAINNET_CHAIN_HASH, 0).encode())
+        got: list[bytes] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                async with asyncio.timeout(2):
+                    m = await conn.recv()
+                if bolt.message_type(m) in (256, 257, 258):
+                    got.append(m)
+        return got
+
+    return read()
+
+
+def test_serve_judges_peers_live_by_default_and_no_policy_takes_the_future(
+    tmp_path: Path,
+) -> None:
+    """``serve`` with default options: a peer's ``channel_update``s for a
+    real channel stamped 10 years ahead and 0xFFFFFFFF are ``too_new``, so
+    the owner's real update still wins; 300 ``node_announcement``s of nodes
+    without a channel are not taken (before: both accepted, stored, served,
+    and the channel frozen for good)."""
+    n_nodes = 20
+    graph = gen.synthetic_graph(40, n_nodes, seed=3)
+    gsp = tmp_path / "graph.gsp"
+    with readers.GspWriter(gsp) as w:
+        w.write_all(graph.messages())
+    by_id = {gen.node_id(k): k for k in (gen.private_key("node", i) for i in range(n_nodes))}
+    ann = parse_message(graph.channel_announcements[0])
+    scid = ann.short_channel_id
+    assert scid is not None
+    node_1, node_2 = by_id[ann.keys[0]], by_id[ann.keys[1]]
+    now = int(time.time())
+
+    def update(direction: int, timestamp: int, fee: int) -> bytes:
+        signer = gen.update_signer_for(direction, node_1, node_2)
+        return gen.channel_update(
+            scid, signer, direction=direction, timestamp=timestamp, fee_base_msat=fee
+        )
+
+    future = [update(0, now + 10 * 365 * 86400, 1), update(1, 0xFFFFFFFF, 2)]
+    strangers = [
+        gen.node_announcement(gen.private_key("stranger", i), timestamp=now) for i in range(300)
+    ]
+    owners = [update(0, now, 4242), update(1, now, 4343)]
+
+    async def body(address: str) -> list[bytes]:
+        conn = await hello(address, "poisoner")
+        await conn.send_many([*future, *strangers])
+        await asyncio.sleep(1.0)
+        await conn.send_many(owners)  # the owners' real updates, later
+        await asyncio.sleep(1.5)
+        got = await _dump(conn)
+        await conn.close()
+        return got
+
+    with serving(tmp_path / "s.gs", "--gossip", str(gsp)) as served:
+        got = asyncio.run(body(served.address))
+        log = served.stop()
+    assert "Traceback" not in log
+    assert len(got) == len(graph.messages())  # the graph, and nothing of the poisoner's
+    assert not set(got) & {*future, *strangers}
+    assert set(owners) <= set(got)  # the channel is not frozen
+
+
+@needs_data
+def test_a_signal_while_serve_loads_its_files_stops_it_promptly(tmp_path: Path) -> None:
+    """SIGINT (and SIGTERM) while ``serve`` verifies the topology file: it
+    exits within a second or so, and the store it leaves opens whole
+    (before: it exited only after the whole load, about 10 s)."""
+    store = tmp_path / "s.gs"
+    cmd = [*LNGOSSIP, "serve", "--listen", "127.0.0.1:0", "--store", str(store)]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [*cmd, "--gossip", str(TOPOLOGY)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3.0)  # well into the load
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        assert proc.returncode == 0, err
+        assert out == "", out  # never listened
+        assert "stopped by a signal while loading" in err, err
+        assert took < 1.5, took
+        p = Pipeline(store=str(store))
+        rep = p.store_report()
+        assert rep is not None
+        assert rep["truncated_bytes"] == 0 and rep["skipped_regions"] == 0, rep
+        assert len(p.graph) > 0
+        del p
 
 
 # -- the CLI ---------------------------------------------------------------------------

@@ -231,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--policy",
         choices=("archive", "live"),
-        default="archive",
+        default="live",
         help="rules for peers' gossip once the files are loaded (files always load as "
-        "archive); live also prunes channels without an update for two weeks, daily",
+        "archive); default live: timestamps more than 24 h ahead or 14 days behind "
+        "and node announcements without a channel are refused, and channels without "
+        "an update for two weeks are pruned daily",
     )
     serve.add_argument("--threads", type=int, help="verification threads (default: all cores)")
     serve.add_argument(

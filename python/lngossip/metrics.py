@@ -78,9 +78,18 @@ class NodeCollector(Collector):
         refused = CounterMetricFamily(
             "lngossip_connections_refused", "Inbound connections refused", labels=["reason"]
         )
-        refused.add_metric(["limit"], n.get("refused_connection_limit", 0))
+        refused.add_metric(["netgroup"], n.get("refused:netgroup", 0))
+        refused.add_metric(["inbound_full"], n.get("refused:inbound_full", 0))
         refused.add_metric(["banned"], n.get("refused_banned", 0))
         yield refused
+        evicted = CounterMetricFamily(
+            "lngossip_evictions",
+            "Inbound connections evicted for a new one, by state",
+            labels=["state"],
+        )
+        evicted.add_metric(["ready"], n.get("evicted", 0))
+        evicted.add_metric(["pending"], n.get("evicted_pending", 0))
+        yield evicted
         closed = CounterMetricFamily(
             "lngossip_disconnects", "Connections closed, by reason", labels=["reason"]
         )

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from lngossip.metrics import serve_metrics
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import CodecName, Keys, TransportError, accept
-from lngossip.report import emit_report
+from lngossip.report import emit_report, store_damage, warn_damage
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 __all__ = ["cmd_serve", "cmd_sync", "demo_tcp", "parse_peer"]
@@ -70,13 +71,24 @@ def _load_keys(path: str | None) -> Keys:
         return keys
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event, also: threading.Event | None = None) -> None:
     """SIGINT and SIGTERM set ``stop`` (installed before the address is
-    printed, so a signal right after it still closes cleanly)."""
+    printed, so a signal right after it still closes cleanly), and ``also``
+    for work running in a thread (a file load)."""
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stop.set()
+        if also is not None:
+            also.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+
+
+class _Interrupted(Exception):
+    """A signal arrived while ``serve`` loaded its files."""
 
 
 def _pipeline_kwargs(args: argparse.Namespace, policy: str) -> dict[str, Any]:
@@ -92,8 +104,6 @@ def store_summary(pipeline: PipelineLike) -> str | None:
     """One line on what opening the store found (damaged ranges skipped and
     where the original was kept, a damaged tail dropped), or None without a
     store."""
-    from lngossip.report import store_damage
-
     rep = pipeline.store_report()
     if rep is None:
         return None
@@ -123,16 +133,36 @@ async def _serve(args: argparse.Namespace) -> int:
             f"{pipeline.counters()['signatures_verified']} signatures verified"
         )
     files: list[readers.ReadReport] = []
+    stop = asyncio.Event()
+    interrupted = threading.Event()
+    # installed before the load: SIGINT/SIGTERM end it within a batch
+    _stop_on_signals(stop, interrupted)
 
     def messages() -> Any:
         for path in args.gossip:
             rep = readers.ReadReport(path=str(path))
             files.append(rep)
-            yield from readers.iter_messages(path, rep, fmt=args.format)
+            for m in readers.iter_messages(path, rep, fmt=args.format):
+                if interrupted.is_set():
+                    raise _Interrupted
+                yield m
 
     if args.gossip:
         stream = ((0, m) for m in messages())
-        report = await asyncio.to_thread(run, pipeline, stream, engine=args.engine, overlap=True)
+        try:
+            report = await asyncio.to_thread(
+                run, pipeline, stream, engine=args.engine, overlap=True
+            )
+        except _Interrupted:
+            # what the batches so far accepted is stored; the queue is dropped
+            # (it is still in the files)
+            pipeline.sync_store()
+            err.print(
+                f"serve: stopped by a signal while loading {files[-1].path}; graph "
+                f"{len(pipeline.graph):,} channels, {pipeline.graph.node_count():,} nodes"
+            )
+            return 0
+        warn_damage(files)
         acc = sum(v["accepted"] for v in report.decisions.values())
         err.print(
             f"serve: {acc:,} accepted messages from {len(files)} file(s) in "
@@ -144,8 +174,6 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.metrics:
         mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
         err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
     host, port = await node.listen(*parse_listen(args.listen))
     print(f"{node.node_id.hex()}@{host}:{port}", flush=True)
     await stop.wait()
