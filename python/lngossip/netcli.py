@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -31,6 +32,8 @@ from lngossip.report import emit_report, store_damage, warn_damage
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 __all__ = ["cmd_serve", "cmd_sync", "demo_tcp", "parse_peer"]
+
+log = logging.getLogger("lngossip.netcli")
 
 
 def parse_peer(text: str) -> tuple[bytes, str, int]:
@@ -214,8 +217,12 @@ async def sync_from(
     With ``store`` (a path), the graph is opened from it first and the
     peers are asked only for gossip from ``since_margin`` seconds before
     the newest stored timestamp on (``gossip_timestamp_filter``); in query
-    mode, channels the store has are not fetched again. ``codec`` picks the
-    BOLT #8 frame implementation (see :class:`NodeConfig`)."""
+    mode, channels the store has are not fetched again. A store that lost
+    records when it was opened (damage skipped or a torn tail truncated,
+    signatures that failed ``verify_store``) is refilled: peers are asked
+    for everything, and dedup drops what the store still has without a
+    signature check. ``codec`` picks the BOLT #8 frame implementation (see
+    :class:`NodeConfig`)."""
     kw: dict[str, Any] = {"policy": policy}
     if threads is not None:
         kw["threads"] = threads
@@ -224,6 +231,12 @@ async def sync_from(
     pipeline: PipelineLike = make_pipeline(engine, **kw)
     newest = pipeline.graph.newest_timestamp()
     first_timestamp = max(newest - since_margin, 0) if newest is not None else 0
+    rep = pipeline.store_report()
+    if rep is not None and (
+        rep["skipped_regions"] or rep["truncated_bytes"] or rep["rejected_records"]
+    ):
+        first_timestamp = 0  # lost records may be of any age: ask for them again
+        log.info("the store lost records when it was opened: asking peers for all gossip")
     if show is not None and (line := store_summary(pipeline)) is not None:
         show.print(f"sync: {line}; asking for gossip from timestamp {first_timestamp}")
     node = Node(
