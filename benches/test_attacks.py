@@ -25,6 +25,7 @@ from tests.test_hostile import (
     MIB,
     Sampler,
     _announcements,
+    _hold_slots,
     closed_by_peer,
     hello,
     honest_sync,
@@ -81,6 +82,21 @@ async def _connections(address: str) -> None:
         w.close()
 
 
+def _slots(mode: str, seconds: float = 25) -> Callable[[str], Awaitable[None]]:
+    """125 network groups x 8 connections holding serve's inbound slots
+    (``handshake``: never sending a byte; ``ready``: idle after ``init``),
+    re-dialling each closed one, for ``seconds`` (the honest sync's span)."""
+
+    async def attack(address: str) -> None:
+        stop = asyncio.Event()
+        flood = asyncio.create_task(_hold_slots(address, mode, stop, [0]))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await flood
+
+    return attack
+
+
 ATTACKS: dict[str, Callable[[str], Awaitable[None]]] = {
     "1,000 query_channel_range, never reading": _range_floods(1),
     "the same from 2 peers": _range_floods(2),
@@ -88,6 +104,8 @@ ATTACKS: dict[str, Callable[[str], Awaitable[None]]] = {
     "300 query_short_channel_ids of 8,000 ids, never reading": _scid_queries,
     "2,000 pings for 65,531-byte pongs": _pings,
     "1,000 connections from one address": _connections,
+    "125 network groups x 8 connections, handshakes left open": _slots("handshake"),
+    "125 network groups x 8 connections, ready and idle": _slots("ready"),
 }
 
 
