@@ -316,6 +316,27 @@ def test_pings_asking_for_big_pongs_are_rate_limited() -> None:
     asyncio.run(body())
 
 
+def test_idle_pings_are_still_a_flood() -> None:
+    """2,000 pings asking for no pong bytes, with no gossip between them:
+    more than ``max_pings`` in the window is a flood (the LDK flow-control
+    exemption covers only pings that follow gossip)."""
+
+    async def body() -> None:
+        async with Node(keys("pinged-idle"), config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "idle-pinger")
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(30):
+                    for _ in range(2000):
+                        await conn.send(bolt.encode_ping(0))
+            types = await closed_by_peer(conn)
+            assert types.count(bolt.PONG) <= node.config.max_pings
+            assert bolt.WARNING in types
+            assert node.counters["closed:ping_flood"] == 1
+
+    asyncio.run(body())
+
+
 # -- BOLT #1 init ---------------------------------------------------------------------
 
 

@@ -22,9 +22,10 @@ from lngossip.graph import dump
 from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig, Peer
-from lngossip.net.transport import Keys, TransportError, connect
+from lngossip.net.transport import Connection, Keys, TransportError, connect
 from lngossip.wire import MAINNET_CHAIN_HASH
 from tests.conftest import needs_data, topology
+from tests.test_hostile import fake_peer
 
 # the first 20,000 topology messages: 5,269 channels with updates and nodes
 SUBSET = 20_000
@@ -295,6 +296,74 @@ def test_slow_honest_readers_stay_connected_and_a_dead_one_is_cut() -> None:
         for t in [*tasks.values(), dead]:
             t.cancel()
         await asyncio.gather(*tasks.values(), dead)
+        await server.close(2)
+
+    run(body)
+
+
+@needs_data
+@pytest.mark.parametrize("codec", ["rust", "python"])
+def test_a_peer_that_pings_as_flow_control_is_not_a_flooder(codec: str) -> None:
+    """A peer that sends gossip as LDK does (a ``ping`` with
+    ``num_pong_bytes`` 0 and 64 bytes of padding after every 32 messages,
+    then nothing until the ``pong``): the whole sync, about 300 pings, and
+    no ``ping_flood`` (before: cut after 10 pings, 352 messages)."""
+    msgs = topology(SUBSET // 2)
+    sent_pings = 0
+
+    async def handle(c: Connection) -> None:
+        nonlocal sent_pings
+        await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+        while bolt.message_type(await c.recv()) != bolt.GOSSIP_TIMESTAMP_FILTER:
+            pass
+        for i in range(0, len(msgs), 32):
+            await c.send_many(msgs[i : i + 32])
+            await c.send(bolt.encode_ping(0, 64))
+            sent_pings += 1
+            while bolt.message_type(await c.recv()) != bolt.PONG:
+                pass
+        await asyncio.sleep(3600)
+
+    async def body() -> None:
+        ldk_keys = keys("ldk-like")
+        async with fake_peer(ldk_keys, handle) as port:
+            client = await make_node("ldk-client", codec=codec)
+            peer = await client.connect(ldk_keys.node_id, "127.0.0.1", port)
+            assert peer is not None
+            await until(lambda: peer.gossip_received == len(msgs), 60, "the whole sync")
+            await client.drain()
+            assert client.peers.get(ldk_keys.node_id) is peer  # still connected
+            assert client.counters["protocol_violation:ping_flood"] == 0
+            assert sent_pings == -(-len(msgs) // 32)
+            c = client.pipeline.counters()
+            assert sum(v["accepted"] for v in c["decisions"].values()) > 0.9 * len(msgs)
+            await client.close(2)
+
+    run(body)
+
+
+@needs_data
+def test_pings_faster_than_our_pongs_are_read_are_a_flood() -> None:
+    """A peer that asks for the dump and never reads, and sends a gossip
+    message and a ``ping`` (``num_pong_bytes`` 0) a hundred times: no idle
+    pings and no pong bytes to speak of, but our pongs pile up behind the
+    dump it does not read; past ``max_outstanding_pongs`` it is warned and
+    cut."""
+    msgs = topology(1)
+
+    async def body() -> None:
+        server = await make_node("pong-srv", serves=loaded(169_748), sync=False)
+        host, port = server.addr  # type: ignore[attr-defined]
+        conn = await connect(host, port, keys("pong-piler"), server.node_id)
+        await conn.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+        await conn.send(bolt.GossipTimestampFilter(MAINNET_CHAIN_HASH, 0).encode())
+        await asyncio.sleep(1.0)  # the dump fills the socket buffers: we never read
+        with contextlib.suppress(TransportError, OSError):
+            for _ in range(100):
+                await conn.send_many([msgs[0], bolt.encode_ping(0)])
+        await until(lambda: server.counters["closed:ping_flood"] == 1, 10, "the cut")
+        assert server.counters["protocol_violation:ping_flood"] == 1
+        await conn.close(0)
         await server.close(2)
 
     run(body)

@@ -73,6 +73,7 @@ log = logging.getLogger("lngossip.net")
 
 GOSSIP_TYPES = frozenset((256, 257, 258))
 _NODE_ANNOUNCEMENT_TYPE = (257).to_bytes(2, "big")
+_PONG_TYPE = bolt.PONG.to_bytes(2, "big")
 
 #: Inbound peers protected from eviction by network group: the ones whose
 #: group hashes lowest under a secret key of this node, so an attacker cannot
@@ -156,10 +157,25 @@ class NodeConfig:
     #: page at a time while the peer reads. A peer that lets more pile up is
     #: not reading: it is disconnected.
     outbound_queue_bytes: int = 1 << 20
-    #: Most pings a peer may send in ``ping_window`` seconds; more fails the
-    #: connection (BOLT #1 lets a node fail a peer that pings far more often
-    #: than once per 30 s; each pong may carry 65,531 bytes).
+    #: What a peer's pings may cost us, in ``ping_window`` seconds. BOLT #1
+    #: allows both readings of "pings too often": Core Lightning and lnd
+    #: ping for keepalive only, but LDK also pings as flow control while it
+    #: sends gossip (a ``ping`` with ``num_pong_bytes`` 0 after every 32
+    #: messages, ``BUFFER_DRAIN_MSGS_PER_TICK``, and nothing more until the
+    #: ``pong``): thousands of pings in one initial sync. So the bound is on
+    #: cost, not count:
+    #:
+    #: * ``max_pings``: pings with no gossip from the peer since its previous
+    #:   ping (a ping that follows gossip is flow control and free);
+    #: * ``max_pong_bytes``: bytes of pong payload asked for (each pong may
+    #:   carry 65,531 bytes);
+    #: * ``max_outstanding_pongs``: our pongs not yet written (a peer that
+    #:   pings faster than it reads them).
+    #:
+    #: Over any of them: a ``warning``, then disconnect (``ping_flood``).
     max_pings: int = 10
+    max_pong_bytes: int = 256 * 1024
+    max_outstanding_pongs: int = 8
     ping_window: float = 30.0
     #: Client: seconds to wait for the answer to our own query before asking
     #: the peer with ``gossip_timestamp_filter`` instead.
@@ -225,6 +241,8 @@ class NodeConfig:
             "dump_page",
             "outbound_queue_bytes",
             "max_pings",
+            "max_pong_bytes",
+            "max_outstanding_pongs",
             "max_scids",
             "relay_pending_bytes",
             "max_inbound",
@@ -298,7 +316,13 @@ class Peer:
     #: Its ``gossip_timestamp_filter`` and the dump cursor (``None``: dump done).
     filter: tuple[int, int] | None = None
     dump_cursor: bytes | None = None
+    #: When its pings that followed no gossip came, and the pong bytes it
+    #: asked for (when, bytes), within ``ping_window``; whether gossip came
+    #: since its last ping; our pongs waiting in the control lane.
     pings: deque[float] = field(default_factory=deque)
+    pong_bytes: deque[tuple[float, int]] = field(default_factory=deque)
+    gossip_since_ping: bool = False
+    pongs_queued: int = 0
     #: Relay waiting for the next flush, newest message per key, in accept order.
     relay: dict[tuple[int, int | bytes], bytes] = field(default_factory=dict)
     relay_bytes: int = 0
@@ -1076,6 +1100,7 @@ class Node:
     def _note_gossip(self, peer: Peer, n: int) -> None:
         """Book ``n`` gossip messages just received from ``peer``."""
         peer.gossip_received += n
+        peer.gossip_since_ping = True
         self.counters["gossip_received"] += n
         self.last_gossip_at = peer.last_rx
         if peer.query_deadline is not None:
@@ -1189,16 +1214,35 @@ class Node:
             self.counters["unknown_odd_ignored"] += 1
 
     async def _on_ping(self, peer: Peer, msg: bytes) -> None:
-        """Answer a ping (BOLT #1), at most ``max_pings`` per ``ping_window``."""
+        """Answer a ping (BOLT #1) within what pings may cost us (see
+        ``NodeConfig.max_pings``): LDK's flow-control pings between gossip
+        are free, idle pings, pong bytes and unwritten pongs are bounded."""
+        cfg = self.config
         now = time.monotonic()
-        peer.pings.append(now)
-        while peer.pings and peer.pings[0] < now - self.config.ping_window:
-            peer.pings.popleft()
-        if len(peer.pings) > self.config.max_pings:
-            await self._warn_and_close(peer, "too many pings", "ping_flood")
+        since = now - cfg.ping_window
         n = bolt.decode_ping(msg)
-        if self.config.answer_pings and n < bolt.PONG_BYTES_IGNORED:
-            await self._enqueue(peer, bolt.encode_pong(n), control=True)
+        if not peer.gossip_since_ping:
+            peer.pings.append(now)
+            while peer.pings and peer.pings[0] < since:
+                peer.pings.popleft()
+            if len(peer.pings) > cfg.max_pings:
+                await self._warn_and_close(
+                    peer, f"more than {cfg.max_pings} pings without gossip", "ping_flood"
+                )
+        peer.gossip_since_ping = False
+        if not cfg.answer_pings or n >= bolt.PONG_BYTES_IGNORED:
+            return
+        peer.pong_bytes.append((now, n))
+        while peer.pong_bytes and peer.pong_bytes[0][0] < since:
+            peer.pong_bytes.popleft()
+        if sum(b for _, b in peer.pong_bytes) > cfg.max_pong_bytes:
+            await self._warn_and_close(
+                peer, f"pings asked for more than {cfg.max_pong_bytes} pong bytes", "ping_flood"
+            )
+        if peer.pongs_queued >= cfg.max_outstanding_pongs:
+            await self._warn_and_close(peer, "pings faster than our pongs are read", "ping_flood")
+        peer.pongs_queued += 1
+        await self._enqueue(peer, bolt.encode_pong(n), control=True)
 
     async def _enqueue(self, peer: Peer, msg: bytes, *, control: bool = False) -> None:
         """Queue a message for the peer's sender: in the control lane (pings,
@@ -1234,6 +1278,7 @@ class Node:
                         batch.append(m)
                         size += len(m)
                 await peer.conn.send_many(batch)
+                peer.pongs_queued -= sum(1 for m in batch if m[:2] == _PONG_TYPE)
             elif peer.range_query is not None:
                 await self._reply_channel_range_step(peer)
             elif peer.scid_query is not None:
