@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -333,6 +334,61 @@ def test_idle_pings_are_still_a_flood() -> None:
             assert types.count(bolt.PONG) <= node.config.max_pings
             assert bolt.WARNING in types
             assert node.counters["closed:ping_flood"] == 1
+
+    asyncio.run(body())
+
+
+def _zlib_query(ids_bytes: bytes) -> bytes:
+    """A ``query_short_channel_ids`` whose id list is zlib-encoded (encoding
+    1), as Electrum before 4.5 sends it."""
+    encoded = bytes([bolt.ENCODING_ZLIB]) + zlib.compress(ids_bytes)
+    return (
+        struct.pack(">H", bolt.QUERY_SHORT_CHANNEL_IDS)
+        + MAINNET_CHAIN_HASH
+        + struct.pack(">H", len(encoded))
+        + encoded
+    )
+
+
+def test_zlib_encoded_queries_are_answered_and_bombs_are_refused() -> None:
+    """A zlib-encoded ``query_short_channel_ids`` (deprecated by BOLT #7,
+    still sent by older peers) gets its answer; one that inflates past
+    ``MAX_INFLATED_SCID_BYTES`` gets a ``warning`` naming the message and the
+    fault, and the connection ends (before: any zlib query ended the
+    connection at once, with no word to the peer)."""
+    graph = gen.synthetic_graph(30, 12, seed=5)
+    served = Pipeline(policy="archive")
+    for m in graph.messages():
+        served.submit(0, m)
+    while served.queued:
+        served.process()
+    scids = sorted(parse_message(a).short_channel_id or 0 for a in graph.channel_announcements)
+    wanted = scids[:10]
+
+    async def body() -> None:
+        async with Node(keys("zlib-srv"), served, config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            address = f"{node.node_id.hex()}@{host}:{port}"
+            conn = await hello(address, "electrum-4.3")
+            await conn.send(_zlib_query(b"".join(s.to_bytes(8, "big") for s in wanted)))
+            got: list[bytes] = []
+            while bolt.message_type(m := await conn.recv()) != bolt.REPLY_SHORT_CHANNEL_IDS_END:
+                got.append(m)
+            answered = {parse_message(m).short_channel_id for m in got if m[:2] == b"\x01\x00"}
+            assert answered == set(wanted)
+            await conn.close()
+
+            bomb = await hello(address, "bomber")
+            await bomb.send(_zlib_query(bytes(8 * 300_000)))  # 2.4 MB of ids in 2.4 kB
+            got = []
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(10):
+                    while True:
+                        got.append(await bomb.recv())
+            warnings = [bolt.decode_error(m) for m in got if bolt.message_type(m) == bolt.WARNING]
+            assert warnings == ["malformed query_short_channel_ids: zlib_too_large"], got
+            assert node.counters["protocol_violation:malformed_message"] == 1
+            await bomb.close()
 
     asyncio.run(body())
 

@@ -24,7 +24,9 @@ class MalformedMessage(GossipError, ValueError):
     """A message could not be parsed as BOLT #7 gossip.
 
     ``reason`` is one of ``too_short``, ``length_overrun``,
-    ``bad_public_key``, ``node_id_order``, ``unknown_type``.
+    ``bad_public_key``, ``node_id_order``, ``unknown_type``; for the id
+    lists of BOLT #7 queries also ``unknown_encoding``, ``bad_zlib`` and
+    ``zlib_too_large`` (a decompression bomb).
     """
 
     def __init__(self, reason: str) -> None:

@@ -12,17 +12,22 @@ Messages" and "Initial Sync" (``gossip_timestamp_filter``).
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 from lngossip.errors import MalformedMessage
 from lngossip.readers import bigsize_encode
 
 __all__ = [
+    "ENCODING_UNCOMPRESSED",
+    "ENCODING_ZLIB",
     "ERROR",
     "GOSSIP_QUERIES_OPTIONAL",
     "GOSSIP_TIMESTAMP_FILTER",
     "INIT",
     "KNOWN_FEATURE_BITS",
+    "MAX_INFLATED_SCID_BYTES",
+    "MESSAGE_NAMES",
     "PING",
     "PONG",
     "QUERY_CHANNEL_RANGE",
@@ -56,6 +61,19 @@ REPLY_SHORT_CHANNEL_IDS_END = 262
 QUERY_CHANNEL_RANGE = 263
 REPLY_CHANNEL_RANGE = 264
 GOSSIP_TIMESTAMP_FILTER = 265
+#: BOLT #1 / BOLT #7 name of each control message type this module knows.
+MESSAGE_NAMES = {
+    WARNING: "warning",
+    INIT: "init",
+    ERROR: "error",
+    PING: "ping",
+    PONG: "pong",
+    QUERY_SHORT_CHANNEL_IDS: "query_short_channel_ids",
+    REPLY_SHORT_CHANNEL_IDS_END: "reply_short_channel_ids_end",
+    QUERY_CHANNEL_RANGE: "query_channel_range",
+    REPLY_CHANNEL_RANGE: "reply_channel_range",
+    GOSSIP_TIMESTAMP_FILTER: "gossip_timestamp_filter",
+}
 
 #: Feature bit 7: ``gossip_queries`` offered, optional (BOLT #9).
 GOSSIP_QUERIES_OPTIONAL = 7
@@ -81,6 +99,16 @@ KNOWN_FEATURE_BITS = frozenset(
 INIT_TLV_TYPES = frozenset({1, 3})
 #: ``encoded_short_ids`` encoding 0: plain array of 8-byte ``short_channel_id``s.
 ENCODING_UNCOMPRESSED = 0
+#: ``encoded_short_ids`` encoding 1: the same array, zlib-compressed. BOLT #7
+#: (PR 981) says a sender MUST NOT use it any more, but deployed peers still
+#: do (Electrum before 4.5 compresses its ``query_short_channel_ids``), so
+#: it is read, never written.
+ENCODING_ZLIB = 1
+#: Most bytes a zlib-encoded id list may inflate to: 1 MiB, 131,072 ids,
+#: 16 times what one uncompressed message can carry. Past it the message is
+#: a decompression bomb, ``MalformedMessage("zlib_too_large")``, and nothing
+#: more is inflated.
+MAX_INFLATED_SCID_BYTES = 1 << 20
 #: Most ``short_channel_id``s one reply carries (8 bytes each, under 65535 bytes).
 MAX_SCIDS_PER_MESSAGE = 8000
 #: BOLT #1: a ping asking for this many pong bytes or more gets no pong.
@@ -242,11 +270,28 @@ def _encode_scids(scids: list[int]) -> bytes:
 
 
 def _decode_scids(data: bytes) -> list[int]:
+    """The ids of an ``encoded_short_ids`` field (BOLT #7): encoding 0, or
+    zlib (encoding 1) inflated to at most :data:`MAX_INFLATED_SCID_BYTES`.
+    Raises ``MalformedMessage`` with ``unknown_encoding``, ``bad_zlib``,
+    ``zlib_too_large`` or ``length_overrun`` (not whole 8-byte ids)."""
     if not data:
         return []
-    if data[0] != ENCODING_UNCOMPRESSED or (len(data) - 1) % 8:
-        raise MalformedMessage("length_overrun")  # zlib encoding is deprecated (BOLT #7)
-    return [int.from_bytes(data[i : i + 8], "big") for i in range(1, len(data), 8)]
+    body = data[1:]
+    if data[0] == ENCODING_ZLIB:
+        inflater = zlib.decompressobj()
+        try:
+            body = inflater.decompress(body, MAX_INFLATED_SCID_BYTES)
+        except zlib.error as e:
+            raise MalformedMessage("bad_zlib") from e
+        if inflater.unconsumed_tail:
+            raise MalformedMessage("zlib_too_large")
+        if not inflater.eof:
+            raise MalformedMessage("bad_zlib")
+    elif data[0] != ENCODING_UNCOMPRESSED:
+        raise MalformedMessage("unknown_encoding")
+    if len(body) % 8:
+        raise MalformedMessage("length_overrun")
+    return [int.from_bytes(body[i : i + 8], "big") for i in range(0, len(body), 8)]
 
 
 @dataclass
@@ -295,7 +340,8 @@ class QueryChannelRange:
 
 @dataclass
 class ReplyChannelRange:
-    """BOLT #7 ``reply_channel_range`` (264), encoding 0 (uncompressed)."""
+    """BOLT #7 ``reply_channel_range`` (264): written with encoding 0, read
+    with encoding 0 or 1 (zlib, from older peers)."""
 
     chain_hash: bytes
     first_blocknum: int
@@ -323,7 +369,8 @@ class ReplyChannelRange:
 
 @dataclass
 class QueryShortChannelIds:
-    """BOLT #7 ``query_short_channel_ids`` (261), encoding 0."""
+    """BOLT #7 ``query_short_channel_ids`` (261): written with encoding 0,
+    read with encoding 0 or 1 (zlib: Electrum before 4.5)."""
 
     chain_hash: bytes
     short_channel_ids: list[int]

@@ -1150,7 +1150,18 @@ class Node:
                 f = conn.resume()
 
     async def _on_message(self, peer: Peer, msg: bytes) -> None:
-        """Act on a message that is not gossip."""
+        """Act on a message that is not gossip. One that cannot be decoded
+        gets a BOLT #1 ``warning`` naming the message and the fault, then
+        the connection ends (``malformed_message``)."""
+        try:
+            await self._dispatch(peer, msg)
+        except MalformedMessage as e:
+            t = bolt.message_type(msg)
+            await self._warn_and_close(
+                peer, f"malformed {bolt.MESSAGE_NAMES.get(t, t)}: {e.reason}", "malformed_message"
+            )
+
+    async def _dispatch(self, peer: Peer, msg: bytes) -> None:
         ch = self.config.chain_hash
         t = bolt.message_type(msg)
         if t == bolt.PING:
