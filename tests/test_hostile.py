@@ -458,47 +458,72 @@ def test_unsolicited_replies_are_not_taken() -> None:
     asyncio.run(body())
 
 
-def test_query_refused_with_a_warning_falls_back_to_the_filter() -> None:
-    """A server that answers ``query_channel_range`` with a warning (as LDK
-    does to ``query_short_channel_ids``): the client asks with
-    ``gossip_timestamp_filter`` instead, counts and logs the fallback."""
+@pytest.mark.parametrize("refusal", ["warning", "silence"])
+def test_a_peer_that_ignores_queries_is_asked_with_a_filter_on_a_new_connection(
+    refusal: str,
+) -> None:
+    """A server that acts as LDK does: it starts a dump only on the first
+    ``gossip_timestamp_filter`` of a connection (here: only when it asks
+    for everything), answers ``query_channel_range``, and ignores
+    ``query_short_channel_ids`` (``silence``; ``warning``: it refuses
+    ``query_channel_range`` with a warning instead). The query client, whose
+    first filter said "from now on", reconnects and asks with a filter as
+    the first gossip message of the new connection, logs it once, and gets
+    the whole graph (before: a second filter on the same connection, which
+    LDK ignores: nothing)."""
     graph = gen.synthetic_graph(20, 10, seed=5)
+    scids = sorted(parse_message(a).short_channel_id or 0 for a in graph.channel_announcements)
 
     async def body() -> None:
         server_keys = keys("ldk-like")
-        got_filter = asyncio.Event()
+        dumped = asyncio.Event()
+        connections = 0
 
         async def handle(c: Connection) -> None:
+            nonlocal connections
+            connections += 1
             await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
-            filters = 0
+            first_filter = True
             while True:
                 m = await c.recv()
                 t = bolt.message_type(m)
                 if t == bolt.QUERY_CHANNEL_RANGE:
-                    await c.send(bolt.encode_warning("Not implemented"))
+                    if refusal == "warning":
+                        await c.send(bolt.encode_warning("Not implemented"))
+                    else:
+                        q = bolt.QueryChannelRange.decode(m)
+                        reply = bolt.ReplyChannelRange(
+                            MAINNET_CHAIN_HASH, q.first_blocknum, q.number_of_blocks, 1, scids
+                        )
+                        await c.send(reply.encode())
                 elif t == bolt.GOSSIP_TIMESTAMP_FILTER:
-                    filters += 1
-                    if filters == 2:  # the first one is "from now on"
-                        for g in graph.messages():
-                            await c.send(g)
-                        got_filter.set()
+                    f = bolt.GossipTimestampFilter.decode(m)
+                    if first_filter and f.first_timestamp == 0:
+                        await c.send_many(graph.messages())
+                        dumped.set()
+                    first_filter = False
+                # query_short_channel_ids: no reply, no warning
 
         pipeline = Pipeline(policy="archive")
-        cfg = NodeConfig(sync_mode="query")
+        cfg = NodeConfig(sync_mode="query", query_timeout=1.0)
         async with (
             fake_peer(server_keys, handle) as port,
             Node(keys("asker"), pipeline, config=cfg) as node,
         ):
             await node.connect(server_keys.node_id, "127.0.0.1", port)
             async with asyncio.timeout(20):
-                await got_filter.wait()
+                await dumped.wait()
             for _ in range(200):
                 await node.drain()
                 if len(pipeline.graph) == 20:
                     break
                 await asyncio.sleep(0.05)
-            assert node.counters["query_fallback:refused"] == 1
+            why = "refused" if refusal == "warning" else "timeout"
+            assert node.counters[f"query_fallback:{why}"] == 1
+            assert node.counters["closed:query_fallback"] == 1
+            assert connections == 2
             assert len(pipeline.graph) == 20
+            assert not node.querying
 
     asyncio.run(body())
 

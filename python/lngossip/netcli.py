@@ -291,8 +291,10 @@ async def sync_from(
                     f"peers {len(node.peers)}  received {received:,}  {rate:,.0f} msg/s  "
                     f"queue {c['queue_bytes']:,} B  accepted {acc:,}"
                 )
-            quiet = idle >= until_idle and not pipeline.queued
-            if quiet or (not node.connections and not pipeline.queued):
+            # not while our queries are outstanding (a peer may answer them
+            # only after query_timeout) or a fallback reconnect is under way
+            quiet = idle >= until_idle and not pipeline.queued and not node.querying
+            if quiet or (not node.connections and not pipeline.queued and not node.querying):
                 break
     finally:
         if live is not None:

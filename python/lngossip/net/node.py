@@ -290,6 +290,8 @@ class Peer:
     task: asyncio.Task[None] | None = None
     #: Address the connection came from (inbound) or went to.
     address: str = ""
+    #: ``(host, port)`` we dialled (outbound only): where to reconnect.
+    dialled: tuple[str, int] | None = None
     #: Network group of ``address`` (see :func:`netgroup`).
     netgroup: str = ""
     #: When the connection became ready (monotonic seconds; 0: not yet).
@@ -446,6 +448,12 @@ class Node:
         self._pending_inbound: set[_Pending] = set()
         #: secret of the keyed network-group protection of eviction_victim
         self._eviction_key = os.urandom(16)
+        #: peers that ignored or refused our queries: asked with a
+        #: gossip_timestamp_filter first on every new connection
+        self._filter_first: set[bytes] = set()
+        #: peers a _keep_connected loop redials; reconnects under way for the others
+        self._persistent: set[bytes] = set()
+        self._redials = 0
         self._ready_changed = asyncio.Event()
         self._busy_processing = False
         #: set by close(): loop time by which the last batch must end
@@ -744,6 +752,7 @@ class Node:
         """
         await self.start()
         if persistent:
+            self._persistent.add(node_id)
             self._spawn(self._keep_connected(node_id, host, port), f"reconnect-{node_id.hex()[:8]}")
             return None
         return await self._dial(node_id, host, port)
@@ -773,6 +782,7 @@ class Node:
             conn,
             address=f"{host}:{port}",
             netgroup=netgroup(host),
+            dialled=(host, port),
         )
         task = self._spawn(self._run(peer), f"peer-{node_id.hex()[:8]}-{peer.generation}")
         ready = asyncio.ensure_future(peer.ready.wait())
@@ -1001,9 +1011,19 @@ class Node:
         await peer.closed.wait()
         return True
 
+    @property
+    def querying(self) -> bool:
+        """Whether our own queries are outstanding (or waiting their turn)
+        on a ready connection, or a reconnect to ask a peer that ignored
+        them with ``gossip_timestamp_filter`` is under way."""
+        return self._redials > 0 or any(
+            p.our_range is not None or p.query_in_flight or p.scid_chunks
+            for p in self._active.values()
+        )
+
     async def _request_gossip(self, peer: Peer) -> None:
         ch = self.config.chain_hash
-        if self.config.sync_mode == "query":
+        if self.config.sync_mode == "query" and peer.node_id not in self._filter_first:
             # new gossip from now on, and the backlog channel by channel
             await peer.conn.send(bolt.GossipTimestampFilter(ch, int(time.time())).encode())
             peer.our_range = bolt.QueryChannelRange(ch)
@@ -1025,19 +1045,47 @@ class Node:
 
     async def _fall_back_to_filter(self, peer: Peer, why: str) -> None:
         """Our query was refused or not answered: ask for everything since
-        ``first_timestamp`` with ``gossip_timestamp_filter`` instead."""
+        ``first_timestamp`` with ``gossip_timestamp_filter`` instead. LDK
+        starts a dump only on the *first* filter of a connection (and our
+        query mode sent one, "from now on", already), so a peer we dialled
+        is asked on a new connection, with the filter as its first gossip
+        message; from then on that peer is always asked with a filter. An
+        inbound peer is asked on the same connection."""
         self.counters[f"query_fallback:{why}"] += 1
+        peer.our_range, peer.query_deadline, peer.query_in_flight = None, None, False
+        for chunk in peer.scid_chunks:
+            self._requested_scids.difference_update(chunk)
+        peer.scid_chunks.clear()
+        if peer.dialled is not None and not self._closing:
+            log.info(
+                "peer %s: query %s; reconnecting to ask with gossip_timestamp_filter first",
+                peer.node_id.hex()[:16],
+                why,
+            )
+            self._filter_first.add(peer.node_id)
+            if peer.node_id not in self._persistent:  # a persistent peer is redialled anyway
+                self._redials += 1
+                self._spawn(self._redial(peer), f"redial-{peer.node_id.hex()[:8]}")
+            raise _Disconnect("query_fallback")
         log.info(
             "peer %s: query %s; asking with gossip_timestamp_filter instead",
             peer.node_id.hex()[:16],
             why,
         )
-        peer.our_range, peer.query_deadline, peer.query_in_flight = None, None, False
-        for chunk in peer.scid_chunks:
-            self._requested_scids.difference_update(chunk)
-        peer.scid_chunks.clear()
         f = bolt.GossipTimestampFilter(self.config.chain_hash, self.config.first_timestamp)
         await peer.conn.send(f.encode())
+
+    async def _redial(self, peer: Peer) -> None:
+        """Dial ``peer`` again once its connection has closed."""
+        assert peer.dialled is not None
+        try:
+            await peer.closed.wait()
+            await self._dial(peer.node_id, *peer.dialled)
+        except (TransportError, OSError, TimeoutError, ConfigError) as e:
+            self.counters["redial_failed"] += 1
+            log.info("reconnecting to %s failed: %s", peer.node_id.hex()[:16], e)
+        finally:
+            self._redials -= 1
 
     def _take_reply_range(self, peer: Peer, r: bolt.ReplyChannelRange) -> list[int]:
         """The ids of a ``reply_channel_range`` to take: only while our query is
