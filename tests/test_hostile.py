@@ -528,6 +528,64 @@ def test_a_peer_that_ignores_queries_is_asked_with_a_filter_on_a_new_connection(
     asyncio.run(body())
 
 
+def test_extended_queries_are_answered_and_mismatched_tlvs_refused() -> None:
+    """As a server: ``query_channel_range`` with ``query_option``
+    timestamps and checksums gets both for every id (Core Lightning and
+    Eclair ask for them), each checksum the CRC-32C of the update without
+    signature and timestamp; ``query_short_channel_ids`` with ``query_flags``
+    gets only what the flags ask; flags that do not match the ids one for
+    one get a ``warning`` naming the message and the fault, and a disconnect."""
+    graph = gen.synthetic_graph(30, 12, seed=9)
+    served = Pipeline(policy="archive")
+    for m in graph.messages():
+        served.submit(0, m)
+    while served.queued:
+        served.process()
+    scids = sorted(parse_message(a).short_channel_id or 0 for a in graph.channel_announcements)
+
+    async def body() -> None:
+        async with Node(keys("ext-srv"), served, config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            address = f"{node.node_id.hex()}@{host}:{port}"
+            conn = await hello(address, "cln-like")
+            option = bolt.QUERY_OPTION_TIMESTAMPS | bolt.QUERY_OPTION_CHECKSUMS
+            await conn.send(
+                bolt.QueryChannelRange(MAINNET_CHAIN_HASH, query_option=option).encode()
+            )
+            while bolt.message_type(m := await conn.recv()) != bolt.REPLY_CHANNEL_RANGE:
+                pass
+            r = bolt.ReplyChannelRange.decode(m)
+            assert r.short_channel_ids == scids
+            assert r.timestamps is not None and r.checksums is not None
+            for s, ts, cs in zip(r.short_channel_ids, r.timestamps, r.checksums, strict=True):
+                ch = served.graph.channel(s)
+                assert ch is not None and ch[1] is not None and ch[2] is not None
+                assert ts == (bolt.update_timestamp(ch[1]), bolt.update_timestamp(ch[2]))
+                assert cs == (bolt.update_checksum(ch[1]), bolt.update_checksum(ch[2]))
+            # only the update of direction 1 of the first 5 channels
+            flags = [bolt.QUERY_FLAG_UPDATE_2] * 5
+            await conn.send(
+                bolt.QueryShortChannelIds(MAINNET_CHAIN_HASH, scids[:5], flags).encode()
+            )
+            got = []
+            while bolt.message_type(m := await conn.recv()) != bolt.REPLY_SHORT_CHANNEL_IDS_END:
+                got.append(m)
+            assert got == [served.graph.channel(s)[2] for s in scids[:5]]  # type: ignore[index]
+            # flags for 4 of 5 ids
+            bad = bolt.QueryShortChannelIds(MAINNET_CHAIN_HASH, scids[:5], flags[:4]).encode()
+            await conn.send(bad)
+            types = []
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(10):
+                    while True:
+                        types.append(m := await conn.recv())
+            warnings = [bolt.decode_error(m) for m in types if bolt.message_type(m) == bolt.WARNING]
+            assert warnings == ["malformed query_short_channel_ids: tlv_count_mismatch"]
+            await conn.close()
+
+    asyncio.run(body())
+
+
 # -- connections -----------------------------------------------------------------------
 
 

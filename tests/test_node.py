@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from lngossip import ingest
+from lngossip import gen, ingest
 from lngossip.graph import dump
 from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
 from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig, Peer
 from lngossip.net.transport import Connection, Keys, TransportError, connect
-from lngossip.wire import MAINNET_CHAIN_HASH
+from lngossip.wire import MAINNET_CHAIN_HASH, parse_message
 from tests.conftest import needs_data, topology
 from tests.test_hostile import fake_peer
 
@@ -622,6 +622,58 @@ def test_query_sync_fetches_each_channel_from_one_peer(
         await client.close(2)
         for s in servers:
             await s.close(2)
+
+    run(body)
+
+
+def _refresh(graph: gen.SyntheticGraph, n_nodes: int, every: int) -> list[bytes]:
+    """Newer ``channel_update``s (a day later, another fee) for every
+    ``every``-th channel direction of ``graph``, signed by its owners."""
+    keys_by_id = {gen.node_id(k): k for k in (gen.private_key("node", i) for i in range(n_nodes))}
+    out = []
+    for i, ann in enumerate(graph.channel_announcements):
+        g = parse_message(ann)
+        assert g.short_channel_id is not None
+        a, b = keys_by_id[g.keys[0]], keys_by_id[g.keys[1]]
+        for direction in (0, 1):
+            if (2 * i + direction) % every == 0:
+                out.append(
+                    gen.channel_update(
+                        g.short_channel_id,
+                        gen.update_signer_for(direction, a, b),
+                        direction=direction,
+                        timestamp=1_767_225_600 + 86_400,
+                        fee_base_msat=7_000 + i,
+                    )
+                )
+    return out
+
+
+@pytest.mark.parametrize("server_codec", ["rust", "python"])
+def test_query_resync_with_timestamps_fetches_only_newer_updates(server_codec: str) -> None:
+    """A client whose graph (say, its store) has the channels asks with
+    ``query_option`` timestamps and ``query_flags``: of a server's graph
+    with 1 direction in 5 updated since, it receives exactly those updates,
+    and ends with the server's graph (before: channels it had were skipped
+    whole, the changed fees never came)."""
+    n_nodes = 80
+    graph = gen.synthetic_graph(300, n_nodes, seed=11)
+    newer = _refresh(graph, n_nodes, 5)
+
+    async def body() -> None:
+        served = make_pipeline("rust", policy="archive")
+        ingest.run(served, ((0, m) for m in [*graph.messages(), *newer]))
+        server = await make_node("rs-srv", serves=served, sync=False, codec=server_codec)
+        client = await make_node("rs-cli", sync_mode="query")
+        ingest.run(client.pipeline, ((0, m) for m in graph.messages()))
+        assert await client.connect(server.node_id, *server.addr) is not None  # type: ignore[attr-defined]
+        want = set(dump(served.graph))
+        await until(lambda: graph_messages(client) == want, timeout=30, what="resync")
+        await client.drain()
+        assert client.counters["gossip_received"] == len(newer)
+        assert server.counters["gossip_sent"] == len(newer)
+        await client.close(2)
+        await server.close(2)
 
     run(body)
 

@@ -15,6 +15,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+import crc32c
+
 from lngossip.errors import MalformedMessage
 from lngossip.readers import bigsize_encode
 
@@ -27,10 +29,20 @@ __all__ = [
     "INIT",
     "KNOWN_FEATURE_BITS",
     "MAX_INFLATED_SCID_BYTES",
+    "MAX_SCIDS_PER_EXTENDED_REPLY",
+    "MAX_SCIDS_PER_FLAGGED_QUERY",
     "MESSAGE_NAMES",
     "PING",
     "PONG",
     "QUERY_CHANNEL_RANGE",
+    "QUERY_FLAGS_ALL",
+    "QUERY_FLAG_ANNOUNCEMENT",
+    "QUERY_FLAG_NODE_1",
+    "QUERY_FLAG_NODE_2",
+    "QUERY_FLAG_UPDATE_1",
+    "QUERY_FLAG_UPDATE_2",
+    "QUERY_OPTION_CHECKSUMS",
+    "QUERY_OPTION_TIMESTAMPS",
     "QUERY_SHORT_CHANNEL_IDS",
     "REPLY_CHANNEL_RANGE",
     "REPLY_SHORT_CHANNEL_IDS_END",
@@ -49,6 +61,8 @@ __all__ = [
     "message_type",
     "scid_block",
     "unknown_required_features",
+    "update_checksum",
+    "update_timestamp",
 ]
 
 WARNING = 1
@@ -111,6 +125,22 @@ ENCODING_ZLIB = 1
 MAX_INFLATED_SCID_BYTES = 1 << 20
 #: Most ``short_channel_id``s one reply carries (8 bytes each, under 65535 bytes).
 MAX_SCIDS_PER_MESSAGE = 8000
+#: ... when each also carries two timestamps and two checksums (24 bytes).
+MAX_SCIDS_PER_EXTENDED_REPLY = 2500
+#: ... in a ``query_short_channel_ids`` with ``query_flags`` (9+ bytes each).
+MAX_SCIDS_PER_FLAGGED_QUERY = 6500
+#: ``query_channel_range`` ``query_option`` bits (BOLT #7): the reply carries
+#: each channel's two ``channel_update`` timestamps, and their checksums.
+QUERY_OPTION_TIMESTAMPS = 1
+QUERY_OPTION_CHECKSUMS = 2
+#: ``query_short_channel_ids`` ``query_flags`` bits (BOLT #7): what to send
+#: of each channel. All five: what a query without flags gets.
+QUERY_FLAG_ANNOUNCEMENT = 1
+QUERY_FLAG_UPDATE_1 = 2
+QUERY_FLAG_UPDATE_2 = 4
+QUERY_FLAG_NODE_1 = 8
+QUERY_FLAG_NODE_2 = 16
+QUERY_FLAGS_ALL = 31
 #: BOLT #1: a ping asking for this many pong bytes or more gets no pong.
 PONG_BYTES_IGNORED = 65532
 
@@ -274,10 +304,50 @@ def _decode_scids(data: bytes) -> list[int]:
     zlib (encoding 1) inflated to at most :data:`MAX_INFLATED_SCID_BYTES`.
     Raises ``MalformedMessage`` with ``unknown_encoding``, ``bad_zlib``,
     ``zlib_too_large`` or ``length_overrun`` (not whole 8-byte ids)."""
-    if not data:
-        return []
-    body = data[1:]
-    if data[0] == ENCODING_ZLIB:
+    body = _inflate(data)
+    if len(body) % 8:
+        raise MalformedMessage("length_overrun")
+    return [int.from_bytes(body[i : i + 8], "big") for i in range(0, len(body), 8)]
+
+
+def _tlv_stream(r: _R, known: frozenset[int]) -> dict[int, bytes]:
+    """The TLV records from ``r``'s position to the end of the message
+    (BOLT #1): types strictly increasing (``tlv_order``), unknown even types
+    refused (``unknown_even_tlv``), unknown odd ones skipped."""
+    out: dict[int, bytes] = {}
+    last = -1
+    while r.pos < len(r.msg):
+        t, n = r.bigsize(), r.bigsize()
+        value = r.take(n)
+        if t <= last:
+            raise MalformedMessage("tlv_order")
+        last = t
+        if t in known:
+            out[t] = value
+        elif t % 2 == 0:
+            raise MalformedMessage("unknown_even_tlv")
+    return out
+
+
+def _tlv(t: int, value: bytes) -> bytes:
+    return bigsize_encode(t) + bigsize_encode(len(value)) + value
+
+
+def _u32_pairs(data: bytes, count: int) -> list[tuple[int, int]]:
+    """``count`` pairs of 4-byte big-endian numbers; ``tlv_count_mismatch``
+    unless ``data`` holds exactly that many."""
+    if len(data) != 8 * count:
+        raise MalformedMessage("tlv_count_mismatch")
+    return [struct.unpack_from(">II", data, 8 * i) for i in range(count)]
+
+
+def _inflate(encoded: bytes) -> bytes:
+    """The body of an encoded field: encoding byte 0 (plain) or 1 (zlib,
+    inflated to at most :data:`MAX_INFLATED_SCID_BYTES`)."""
+    if not encoded:
+        return b""
+    body = encoded[1:]
+    if encoded[0] == ENCODING_ZLIB:
         inflater = zlib.decompressobj()
         try:
             body = inflater.decompress(body, MAX_INFLATED_SCID_BYTES)
@@ -287,11 +357,9 @@ def _decode_scids(data: bytes) -> list[int]:
             raise MalformedMessage("zlib_too_large")
         if not inflater.eof:
             raise MalformedMessage("bad_zlib")
-    elif data[0] != ENCODING_UNCOMPRESSED:
+    elif encoded[0] != ENCODING_UNCOMPRESSED:
         raise MalformedMessage("unknown_encoding")
-    if len(body) % 8:
-        raise MalformedMessage("length_overrun")
-    return [int.from_bytes(body[i : i + 8], "big") for i in range(0, len(body), 8)]
+    return body
 
 
 @dataclass
@@ -324,18 +392,27 @@ class QueryChannelRange:
     chain_hash: bytes
     first_blocknum: int = 0
     number_of_blocks: int = 0xFFFFFFFF
+    #: ``query_option`` TLV (type 1): :data:`QUERY_OPTION_TIMESTAMPS`,
+    #: :data:`QUERY_OPTION_CHECKSUMS`; ``None``: not sent.
+    query_option: int | None = None
 
     def encode(self) -> bytes:
-        return (
+        out = (
             struct.pack(">H", QUERY_CHANNEL_RANGE)
             + self.chain_hash
             + struct.pack(">II", self.first_blocknum, self.number_of_blocks)
         )
+        if self.query_option is not None:
+            out += _tlv(1, bigsize_encode(self.query_option))
+        return out
 
     @classmethod
     def decode(cls, msg: bytes) -> QueryChannelRange:
         r = _R(msg)
-        return cls(r.take(32), r.u32(), r.u32())
+        ch, first, num = r.take(32), r.u32(), r.u32()
+        tlvs = _tlv_stream(r, frozenset({1}))
+        option = _R(tlvs[1], 0).bigsize() if 1 in tlvs else None
+        return cls(ch, first, num, option)
 
 
 @dataclass
@@ -348,10 +425,16 @@ class ReplyChannelRange:
     number_of_blocks: int
     sync_complete: int
     short_channel_ids: list[int]
+    #: ``timestamps_tlv`` (type 1): per id, the ``timestamp`` of the update
+    #: of direction 0 and of direction 1 (0: none), seconds.
+    timestamps: list[tuple[int, int]] | None = None
+    #: ``checksums_tlv`` (type 3): per id, the CRC-32C of each update without
+    #: its signature and timestamp (0: none), see :func:`update_checksum`.
+    checksums: list[tuple[int, int]] | None = None
 
     def encode(self) -> bytes:
         ids = _encode_scids(self.short_channel_ids)
-        return (
+        out = (
             struct.pack(">H", REPLY_CHANNEL_RANGE)
             + self.chain_hash
             + struct.pack(
@@ -359,12 +442,24 @@ class ReplyChannelRange:
             )
             + ids
         )
+        if self.timestamps is not None:
+            plain = b"".join(struct.pack(">II", a, b) for a, b in self.timestamps)
+            out += _tlv(1, bytes([ENCODING_UNCOMPRESSED]) + plain)
+        if self.checksums is not None:
+            out += _tlv(3, b"".join(struct.pack(">II", a, b) for a, b in self.checksums))
+        return out
 
     @classmethod
     def decode(cls, msg: bytes) -> ReplyChannelRange:
+        """Raises MalformedMessage; ``tlv_count_mismatch`` when the
+        timestamps or checksums do not match the ids one for one."""
         r = _R(msg)
         ch, first, num, complete = r.take(32), r.u32(), r.u32(), r.u8()
-        return cls(ch, first, num, complete, _decode_scids(r.take(r.u16())))
+        ids = _decode_scids(r.take(r.u16()))
+        tlvs = _tlv_stream(r, frozenset({1, 3}))
+        timestamps = _u32_pairs(_inflate(tlvs[1]), len(ids)) if 1 in tlvs else None
+        checksums = _u32_pairs(tlvs[3], len(ids)) if 3 in tlvs else None
+        return cls(ch, first, num, complete, ids, timestamps, checksums)
 
 
 @dataclass
@@ -374,21 +469,52 @@ class QueryShortChannelIds:
 
     chain_hash: bytes
     short_channel_ids: list[int]
+    #: ``query_flags`` TLV (type 1): per id, which messages to send
+    #: (``QUERY_FLAG_*`` bits); ``None``: everything of every id.
+    query_flags: list[int] | None = None
 
     def encode(self) -> bytes:
         ids = _encode_scids(self.short_channel_ids)
-        return (
+        out = (
             struct.pack(">H", QUERY_SHORT_CHANNEL_IDS)
             + self.chain_hash
             + struct.pack(">H", len(ids))
             + ids
         )
+        if self.query_flags is not None:
+            flags = b"".join(bigsize_encode(f) for f in self.query_flags)
+            out += _tlv(1, bytes([ENCODING_UNCOMPRESSED]) + flags)
+        return out
 
     @classmethod
     def decode(cls, msg: bytes) -> QueryShortChannelIds:
+        """Raises MalformedMessage; ``tlv_count_mismatch`` when the flags do
+        not match the ids one for one."""
         r = _R(msg)
         ch = r.take(32)
-        return cls(ch, _decode_scids(r.take(r.u16())))
+        ids = _decode_scids(r.take(r.u16()))
+        tlvs = _tlv_stream(r, frozenset({1}))
+        flags: list[int] | None = None
+        if 1 in tlvs:
+            fr = _R(_inflate(tlvs[1]), 0)
+            flags = []
+            while fr.pos < len(fr.msg):
+                flags.append(fr.bigsize())
+            if len(flags) != len(ids):
+                raise MalformedMessage("tlv_count_mismatch")
+        return cls(ch, ids, flags)
+
+
+def update_timestamp(channel_update: bytes) -> int:
+    """``timestamp`` of a ``channel_update`` (seconds; bytes 106..110)."""
+    return int.from_bytes(channel_update[106:110], "big")
+
+
+def update_checksum(channel_update: bytes) -> int:
+    """BOLT #7: the CRC-32C (RFC 3720) of a ``channel_update`` without its
+    type, ``signature`` and ``timestamp``: equal for two updates that say
+    the same thing at different times."""
+    return crc32c.crc32c(channel_update[110:], crc32c.crc32c(channel_update[66:106]))
 
 
 @dataclass

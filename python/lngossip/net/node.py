@@ -329,9 +329,10 @@ class Peer:
     relay: dict[tuple[int, int | bytes], bytes] = field(default_factory=dict)
     relay_bytes: int = 0
     # -- what we asked the peer
-    #: ``query_short_channel_ids`` chunks waiting for the previous reply (BOLT #7
-    #: allows one query in flight per peer).
-    scid_chunks: list[list[int]] = field(default_factory=list)
+    #: ``query_short_channel_ids`` chunks, ``(short_channel_id, query_flags)``
+    #: each, waiting for the previous reply (BOLT #7 allows one query in
+    #: flight per peer).
+    scid_chunks: list[list[tuple[int, int]]] = field(default_factory=list)
     query_in_flight: bool = False
     #: Our outstanding ``query_channel_range`` (replies are taken only for it).
     our_range: bolt.QueryChannelRange | None = None
@@ -1026,7 +1027,11 @@ class Node:
         if self.config.sync_mode == "query" and peer.node_id not in self._filter_first:
             # new gossip from now on, and the backlog channel by channel
             await peer.conn.send(bolt.GossipTimestampFilter(ch, int(time.time())).encode())
-            peer.our_range = bolt.QueryChannelRange(ch)
+            # with a graph already (a store), ask for the update timestamps too
+            # (BOLT #7 query_option) to fetch only what is newer; peers that do
+            # not know the option (LDK, lnd) ignore the odd TLV
+            option = bolt.QUERY_OPTION_TIMESTAMPS if len(self.pipeline.graph) else None
+            peer.our_range = bolt.QueryChannelRange(ch, query_option=option)
             peer.query_deadline = time.monotonic() + self.config.query_timeout
             await peer.conn.send(peer.our_range.encode())
         else:
@@ -1041,7 +1046,14 @@ class Node:
         chunk = peer.scid_chunks.pop(0)
         peer.query_in_flight = True
         peer.query_deadline = time.monotonic() + self.config.query_timeout
-        await peer.conn.send(bolt.QueryShortChannelIds(self.config.chain_hash, chunk).encode())
+        ids = [s for s, _ in chunk]
+        flags = [f for _, f in chunk]
+        q = bolt.QueryShortChannelIds(
+            self.config.chain_hash,
+            ids,
+            None if all(f == bolt.QUERY_FLAGS_ALL for f in flags) else flags,
+        )
+        await peer.conn.send(q.encode())
 
     async def _fall_back_to_filter(self, peer: Peer, why: str) -> None:
         """Our query was refused or not answered: ask for everything since
@@ -1054,7 +1066,7 @@ class Node:
         self.counters[f"query_fallback:{why}"] += 1
         peer.our_range, peer.query_deadline, peer.query_in_flight = None, None, False
         for chunk in peer.scid_chunks:
-            self._requested_scids.difference_update(chunk)
+            self._requested_scids.difference_update(s for s, _ in chunk)
         peer.scid_chunks.clear()
         if peer.dialled is not None and not self._closing:
             log.info(
@@ -1087,9 +1099,12 @@ class Node:
         finally:
             self._redials -= 1
 
-    def _take_reply_range(self, peer: Peer, r: bolt.ReplyChannelRange) -> list[int]:
-        """The ids of a ``reply_channel_range`` to take: only while our query is
-        outstanding, only inside its block range, and within ``max_scids``."""
+    def _take_reply_range(self, peer: Peer, r: bolt.ReplyChannelRange) -> list[tuple[int, int]]:
+        """The ``(short_channel_id, query_flags)`` of a ``reply_channel_range``
+        to ask for: only while our query is outstanding, only inside its
+        block range, within ``max_scids``: every channel the graph lacks, and,
+        when the reply carries update timestamps (``query_option``), the
+        updates of known channels that are newer than ours."""
         q = peer.our_range
         if q is None or r.chain_hash != q.chain_hash:
             self.counters["unsolicited_reply_channel_range"] += 1
@@ -1098,20 +1113,41 @@ class Node:
         peer.query_deadline = time.monotonic() + self.config.query_timeout
         if r.sync_complete and r.first_blocknum + r.number_of_blocks >= hi:
             peer.our_range = None  # the last reply (BOLT #7)
-        inside = [s for s in r.short_channel_ids if lo <= s >> 40 < hi]
-        if len(inside) < len(r.short_channel_ids):
-            self.counters["reply_ids_outside_range"] += len(r.short_channel_ids) - len(inside)
         graph = self.pipeline.graph
-        new: list[int] = []
+        stamps: list[tuple[int, int] | None] = (
+            list(r.timestamps) if r.timestamps is not None else [None] * len(r.short_channel_ids)
+        )
+        new: list[tuple[int, int]] = []
         room = self.config.max_scids - len(self._requested_scids)
-        for s in inside:
-            if s in self._requested_scids or graph.channel(s) is not None:
+        outside = 0
+        for s, ts in zip(r.short_channel_ids, stamps, strict=True):
+            if not lo <= s >> 40 < hi:
+                outside += 1
                 continue
+            if s in self._requested_scids:
+                continue
+            ch = graph.channel(s)
+            if ch is None:
+                flags = bolt.QUERY_FLAGS_ALL
+            elif ts is None:
+                continue
+            else:
+                flags = 0
+                for bit, theirs, ours in (
+                    (bolt.QUERY_FLAG_UPDATE_1, ts[0], ch[1]),
+                    (bolt.QUERY_FLAG_UPDATE_2, ts[1], ch[2]),
+                ):
+                    if theirs and (ours is None or theirs > bolt.update_timestamp(ours)):
+                        flags |= bit
+                if not flags:
+                    continue
             if len(new) >= room:
                 self.counters["scids_over_limit"] += 1
                 break
-            new.append(s)
-        self._requested_scids.update(new)
+            new.append((s, flags))
+        if outside:
+            self.counters["reply_ids_outside_range"] += outside
+        self._requested_scids.update(s for s, _ in new)
         return new
 
     async def _pinger(self, peer: Peer) -> None:
@@ -1246,7 +1282,8 @@ class Node:
             peer.wake.set()
         elif t == bolt.REPLY_CHANNEL_RANGE:
             new = self._take_reply_range(peer, bolt.ReplyChannelRange.decode(msg))
-            step = bolt.MAX_SCIDS_PER_MESSAGE
+            flagged = any(f != bolt.QUERY_FLAGS_ALL for _, f in new)
+            step = bolt.MAX_SCIDS_PER_FLAGGED_QUERY if flagged else bolt.MAX_SCIDS_PER_MESSAGE
             peer.scid_chunks.extend(new[i : i + step] for i in range(0, len(new), step))
             await self._query_next_chunk(peer)
         elif t == bolt.REPLY_SHORT_CHANNEL_IDS_END:
@@ -1404,9 +1441,12 @@ class Node:
         the queried blocks in order and without gaps (BOLT #7)."""
         q = peer.range_query
         assert q is not None
-        step = bolt.MAX_SCIDS_PER_MESSAGE
+        option = q.query_option or 0
+        extended = option & (bolt.QUERY_OPTION_TIMESTAMPS | bolt.QUERY_OPTION_CHECKSUMS)
+        step = bolt.MAX_SCIDS_PER_EXTENDED_REPLY if extended else bolt.MAX_SCIDS_PER_MESSAGE
         end = min(q.first_blocknum + q.number_of_blocks, 0xFFFFFFFF)
-        chunk = self.pipeline.graph.short_channel_ids_in_blocks(
+        graph = self.pipeline.graph
+        chunk = graph.short_channel_ids_in_blocks(
             q.first_blocknum, q.number_of_blocks, peer.range_after, step + 1
         )
         last = len(chunk) <= step
@@ -1414,6 +1454,17 @@ class Node:
         upto = end if last else min((chunk[-1] >> 40) + 1, end)
         first = peer.range_first
         reply = bolt.ReplyChannelRange(q.chain_hash, first, max(upto - first, 1), 1, chunk)
+        if extended:
+            # BOLT #7 query_option: each channel's update timestamps and checksums
+            updates = [(c[1], c[2]) if (c := graph.channel(s)) else (None, None) for s in chunk]
+
+            def pairs(f: Callable[[bytes], int]) -> list[tuple[int, int]]:
+                return [(f(a) if a else 0, f(b) if b else 0) for a, b in updates]
+
+            if option & bolt.QUERY_OPTION_TIMESTAMPS:
+                reply.timestamps = pairs(bolt.update_timestamp)
+            if option & bolt.QUERY_OPTION_CHECKSUMS:
+                reply.checksums = pairs(bolt.update_checksum)
         if last:
             peer.range_query = None
         else:
@@ -1425,10 +1476,15 @@ class Node:
         ``query_short_channel_ids``, and ``reply_short_channel_ids_end`` after the last."""
         q = peer.scid_query
         assert q is not None
-        ids = q.short_channel_ids[peer.scid_done : peer.scid_done + 64]
+        done = peer.scid_done
+        ids = q.short_channel_ids[done : done + 64]
         peer.scid_done += len(ids)
+        if q.query_flags is None:
+            msgs = self.pipeline.graph.messages_for(ids) if ids else []
+        else:
+            msgs = self._flagged_messages(ids, q.query_flags[done : done + 64])
         out: list[bytes] = []
-        for m in self.pipeline.graph.messages_for(ids) if ids else []:
+        for m in msgs:
             if m[:2] == _NODE_ANNOUNCEMENT_TYPE:
                 # each node once per query (its id is at 72 + len(features))
                 flen = int.from_bytes(m[66:68], "big")
@@ -1443,6 +1499,33 @@ class Node:
             peer.scid_nodes_sent.clear()
             out.append(bolt.ReplyShortChannelIdsEnd(q.chain_hash, 1).encode())
         await peer.conn.send_many(out)
+
+    def _flagged_messages(self, ids: list[int], flags: list[int]) -> list[bytes]:
+        """What BOLT #7 ``query_flags`` ask of each channel: its announcement,
+        the update of either direction, the announcement of either node."""
+        graph = self.pipeline.graph
+        out: list[bytes] = []
+        for scid, f in zip(ids, flags, strict=True):
+            ch = graph.channel(scid)
+            if ch is None:
+                continue
+            ann, u1, u2 = ch
+            if f & bolt.QUERY_FLAG_ANNOUNCEMENT:
+                out.append(ann)
+            if f & bolt.QUERY_FLAG_UPDATE_1 and u1 is not None:
+                out.append(u1)
+            if f & bolt.QUERY_FLAG_UPDATE_2 and u2 is not None:
+                out.append(u2)
+            if f & (bolt.QUERY_FLAG_NODE_1 | bolt.QUERY_FLAG_NODE_2):
+                g = parse_message(ann)
+                for bit, node_id in (
+                    (bolt.QUERY_FLAG_NODE_1, g.keys[0]),
+                    (bolt.QUERY_FLAG_NODE_2, g.keys[1]),
+                ):
+                    node = graph.node(node_id) if f & bit else None
+                    if node is not None and node[0] is not None:
+                        out.append(node[0])
+        return out
 
     # -- the pipeline's own loop ----------------------------------------------
     async def _process_loop(self) -> None:
