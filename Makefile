@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev pyln build test test-rust test-python lint fmt bench bench-core demo fuzz fuzz-build
+.PHONY: dev pyln build test test-rust test-python lint fmt bench bench-core demo fuzz fuzz-build interop
 
 # pyln-proto (Core Lightning's independent BOLT #8 implementation) and
 # pyln-client (its gossip_store reader, Gossmap) for the interop tests. They
@@ -56,6 +56,12 @@ fuzz-build:
 
 fuzz: fuzz-build
 	$(BIN)/python fuzz/run.py $(FUZZ_SECONDS)
+
+# The LDK (rust-lightning) interop peer for tests/test_interop_ldk.py: a
+# Cargo project of its own (tests/interop/ldk, its own Cargo.lock), built once
+# into target/interop; cargo keeps it cached after that.
+interop:
+	cargo build --release --locked --manifest-path tests/interop/ldk/Cargo.toml --target-dir target/interop
 
 lint:
 	cargo fmt --all --check
