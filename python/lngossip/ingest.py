@@ -126,6 +126,9 @@ class IngestReport:
     files: list[dict[str, Any]] = field(default_factory=list)
     #: ``sync``: the ``first_timestamp`` (seconds) peers were asked from
     first_timestamp: int | None = None
+    #: ``sync``: bytes of BOLT #8 frames received from peers (18 + length +
+    #: 16 per message; handshakes not counted)
+    bytes_received: int | None = None
     #: with a store: what opening it found (``Pipeline.store_report()``)
     store: StoreReport | None = None
 
@@ -165,6 +168,7 @@ class IngestReport:
                 if self.first_timestamp is not None
                 else {}
             ),
+            **({"bytes_received": self.bytes_received} if self.bytes_received is not None else {}),
             **({"store": self.store} if self.store is not None else {}),
         }
 

@@ -311,6 +311,7 @@ async def sync_from(
     await node.close(timeout=10)
     report = report_from(pipeline, engine, elapsed, node.counters["gossip_received"])
     report.first_timestamp = first_timestamp
+    report.bytes_received = node.counters["bytes_received"]
     return report, node
 
 

@@ -985,6 +985,8 @@ class Node:
                 del self._active[peer.node_id]
             reason = peer.close_reason or "cancelled"
             self.counters[f"closed:{reason}"] += 1
+            self.counters["bytes_received"] += peer.conn.bytes_received
+            self.counters["bytes_sent"] += peer.conn.bytes_sent
             if peer.ready.is_set():
                 log.info("peer %s disconnected: %s", peer.node_id.hex()[:16], reason)
             self._ready_changed.set()
