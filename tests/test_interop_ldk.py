@@ -171,16 +171,23 @@ def test_ldk_client_syncs_whole_graph_from_serve(ldk: list[str], topology_store:
     ), f"{counts}\n--- ldk:\n{run.stderr[-4000:]}\n--- serve:\n{log[-4000:]}"
 
 
+@pytest.mark.parametrize("mode", ["filter", "query"])
 @pytest.mark.parametrize("codec", ["rust", "python"])
-def test_sync_from_ldk_server(ldk_server: LdkServer, codec: str) -> None:
-    """``lngossip sync`` (filter mode) takes the whole graph from LDK, whose
-    ping after every 32 messages is flow control, not a flood."""
+def test_sync_from_ldk_server(ldk_server: LdkServer, codec: str, mode: str) -> None:
+    """``lngossip sync`` takes the whole graph from LDK, whose ping after
+    every 32 messages is flow control, not a flood. With ``--query``: LDK
+    answers ``query_channel_range`` but ignores ``query_short_channel_ids``
+    and starts a dump only on the first ``gossip_timestamp_filter`` of a
+    connection (ours said "from now on"), so the query times out and sync
+    reconnects and asks with a filter first (before: 0 messages, exit 1)."""
+    query = ["--query", "--query-timeout", "5"] if mode == "query" else []
     run = subprocess.run(
         [
             *LNGOSSIP,
             "-v",
             "sync",
             ldk_server.address,
+            *query,
             "--policy",
             "archive",
             "--json",
@@ -204,3 +211,5 @@ def test_sync_from_ldk_server(ldk_server: LdkServer, codec: str) -> None:
         "channel_update": UPDATES,
     }, f"{accepted}\n{why}"
     assert sum(accepted.values()) == MESSAGES
+    if mode == "query":
+        assert "reconnecting to ask with gossip_timestamp_filter first" in run.stderr, why

@@ -285,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds before the newest stored timestamp to ask from (default 7200)",
     )
+    sync.add_argument(
+        "--query-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with --query: seconds to wait for an answer to our query before asking the "
+        "peer with gossip_timestamp_filter on a new connection (default 30)",
+    )
     sync.add_argument("--codec", choices=("rust", "python"), default="rust", help=codec_help)
     common(sync, 1)
     sync.set_defaults(func=netcli.cmd_sync, policy="live")

@@ -201,6 +201,7 @@ async def sync_from(
     threads: int | None = None,
     store: str | None = None,
     since_margin: int = 2 * 3600,
+    query_timeout: float = 30.0,
     timeout: float | None = None,
     stop: asyncio.Event | None = None,
     metrics: tuple[str, int] | None = None,
@@ -245,6 +246,7 @@ async def sync_from(
         config=NodeConfig(
             sync_mode="query" if query else "filter",
             first_timestamp=first_timestamp,
+            query_timeout=query_timeout,
             codec=codec,
         ),
         on_accepted=on_accepted,
@@ -337,6 +339,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 store=args.store,
                 since_margin=args.since_margin,
+                query_timeout=args.query_timeout,
                 timeout=args.timeout,
                 stop=stop,
                 metrics=parse_listen(args.metrics) if args.metrics else None,
