@@ -27,6 +27,7 @@ Skipped when the binary or ``faketime`` is missing, unless
 
 from __future__ import annotations
 
+import asyncio
 import json
 import lzma
 import os
@@ -40,7 +41,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOPOLOGY, needs_data
+from lngossip import readers
+from lngossip.ingest import make_pipeline
+from lngossip.net.node import Node, NodeConfig
+from lngossip.net.transport import Keys
+from tests.conftest import TOPOLOGY, needs_data, topology
 from tests.test_hostile import serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +92,16 @@ def topology_gsp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ldk") / "topology.gsp"
     with lzma.open(TOPOLOGY) as src, out.open("wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
+    return out
+
+
+@pytest.fixture(scope="module")
+def topology_subset_gsp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20,000 topology messages (5,269 channels with their updates
+    and nodes) as plain GSP."""
+    out = tmp_path_factory.mktemp("ldk-subset") / "subset.gsp"
+    with readers.GspWriter(out) as w:
+        w.write_all(topology(20_000))
     return out
 
 
@@ -213,3 +228,67 @@ def test_sync_from_ldk_server(ldk_server: LdkServer, codec: str, mode: str) -> N
     assert sum(accepted.values()) == MESSAGES
     if mode == "query":
         assert "reconnecting to ask with gossip_timestamp_filter first" in run.stderr, why
+
+
+def test_relay_through_lngossip_from_ldk_to_ldk(
+    ldk: list[str], tmp_path: Path, topology_subset_gsp: Path
+) -> None:
+    """Relay through lngossip: an LDK client connected to an lngossip node
+    (its own ``gossip_timestamp_filter`` asks for the last two weeks) gets
+    the gossip that the node then syncs from an LDK server, by relay alone:
+    its graph ends equal to the node's, channel for channel."""
+    server = LdkServer([*ldk, "serve", "--gsp", str(topology_subset_gsp), "--nodelay"])
+    try:
+        assert "@127.0.0.1:" in server.address, server.stop()
+        asyncio.run(_relay(ldk, server.address))
+    finally:
+        server.stop()
+
+
+async def _relay(ldk: list[str], ldk_server: str) -> None:
+    cfg = NodeConfig(
+        relay_interval=1.0,
+        relay_pending_bytes=64 << 20,
+        outbound_queue_bytes=64 << 20,
+        codec="rust",
+    )
+    async with Node(Keys(), make_pipeline("rust", policy="archive"), config=cfg) as node:
+        host, port = await node.listen("127.0.0.1", 0)
+        client = await asyncio.create_subprocess_exec(
+            *ldk,
+            "sync",
+            "--connect",
+            f"{node.node_id.hex()}@{host}:{port}",
+            "--idle",
+            "10",
+            "--timeout",
+            "240",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(60):  # LDK connected and sent its filter
+                while not any(p.filter is not None for p in node.peers.values()):
+                    await asyncio.sleep(0.1)
+            node_hex, hp = ldk_server.split("@")
+            h, pt = hp.rsplit(":", 1)
+            await node.connect(bytes.fromhex(node_hex), h, int(pt))
+            out, err = await asyncio.wait_for(client.communicate(), 300)
+        finally:
+            if client.returncode is None:
+                os.killpg(client.pid, signal.SIGKILL)
+                await client.wait()
+        graph = node.pipeline.graph
+        updates = 0
+        for scid in graph.short_channel_ids(limit=1 << 20):
+            ch = graph.channel(scid)
+            assert ch is not None
+            updates += (ch[1] is not None) + (ch[2] is not None)
+        counts = json.loads(out.decode().strip().splitlines()[-1])
+        assert len(graph) > 1000 and node.counters["relay_sent"] > 0
+        assert node.counters["relay_dropped"] == 0
+        assert (counts["channels"], counts["channel_updates"]) == (len(graph), updates), (
+            counts,
+            err.decode()[-3000:],
+        )
