@@ -418,6 +418,8 @@ def test_a_cancel_that_reaches_a_closing_connection_still_sets_closed() -> None:
     waited on ``closed`` forever). ``closed`` is set all the same."""
 
     class SlowClose:
+        bytes_received = bytes_sent = 0
+
         def __init__(self) -> None:
             self.done = asyncio.Event()
 
