@@ -49,6 +49,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import socket
 import struct
 import tempfile
 import termios
@@ -97,6 +98,8 @@ _ROTATE_AFTER: Final = 1000  # BOLT #8 "Lightning Message Key Rotation"
 # 18 + 65535 + 16 = 65569 bytes) is buffered ahead of the consumer; one socket
 # read can overshoot that by at most its size (256 KiB in CPython 3.11).
 _READ_LIMIT: Final = 32 * 1024
+# Linux's TCP_QUICKACK (None elsewhere): see Connection._quickack.
+_TCP_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
 # Write buffer high-water mark: drain() in send() blocks above it.
 _WRITE_HIGH_WATER: Final = 256 * 1024
 
@@ -690,6 +693,7 @@ class Connection:
         self._recv_failed: str | None = None
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._sock = writer.get_extra_info("socket") if _TCP_QUICKACK is not None else None
         self._messages_sent = 0
         self._messages_received = 0
         writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
@@ -815,9 +819,24 @@ class Connection:
         if reason != "eof":
             self._writer.transport.abort()
 
+    def _quickack(self) -> None:
+        """Have the kernel ACK what arrives next at once (Linux
+        ``TCP_QUICKACK``, which does not stick: set again after each read). A
+        peer whose Nagle's algorithm holds a small message until its data is
+        ACKed would otherwise wait for our delayed ACK, about 40 ms each
+        time: LDK sends a ``ping`` after every 32 gossip messages and waits
+        for the ``pong``, and ``lightning-net-tokio`` leaves Nagle on, so a
+        sync from LDK took 227 s instead of 14 s."""
+        if self._sock is not None:
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                self._sock = None
+
     async def _read_chunk(self) -> bytes:
         try:
             data = await self._reader.read(_READ_CHUNK)
+            self._quickack()
         except OSError as exc:
             self._fail("eof")
             raise TransportError("eof", f"connection lost: {exc!r}") from exc
@@ -906,6 +925,7 @@ class Connection:
                 self._pending_len = int.from_bytes(plain, "big")
             n = self._pending_len
             body = await _read_exactly(self._reader, n + _MAC_LEN)
+            self._quickack()
             self._pending_len = None
             msg = self._recv.decrypt(b"", body)
         except TransportError as exc:
