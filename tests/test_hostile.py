@@ -320,6 +320,18 @@ def test_ping_floods_are_cut(num_pong_bytes: int) -> None:
     asyncio.run(body())
 
 
+def _served(graph: gen.SyntheticGraph) -> tuple[Pipeline, list[int]]:
+    """A pipeline holding ``graph``, and its ``short_channel_id``s ascending."""
+    served = Pipeline(policy="archive")
+    for m in graph.messages():
+        served.submit(0, m)
+    while served.queued:
+        served.process()
+    return served, sorted(
+        parse_message(a).short_channel_id or 0 for a in graph.channel_announcements
+    )
+
+
 def _zlib_query(ids_bytes: bytes) -> bytes:
     """A ``query_short_channel_ids`` whose id list is zlib-encoded (encoding
     1), as Electrum before 4.5 sends it."""
@@ -339,12 +351,7 @@ def test_zlib_encoded_queries_are_answered_and_bombs_are_refused() -> None:
     fault, and the connection ends (before: any zlib query ended the
     connection at once, with no word to the peer)."""
     graph = gen.synthetic_graph(30, 12, seed=5)
-    served = Pipeline(policy="archive")
-    for m in graph.messages():
-        served.submit(0, m)
-    while served.queued:
-        served.process()
-    scids = sorted(parse_message(a).short_channel_id or 0 for a in graph.channel_announcements)
+    served, scids = _served(graph)
     wanted = scids[:10]
 
     async def body() -> None:
@@ -536,12 +543,7 @@ def test_extended_queries_are_answered_and_mismatched_tlvs_refused() -> None:
     gets only what the flags ask; flags that do not match the ids one for
     one get a ``warning`` naming the message and the fault, and a disconnect."""
     graph = gen.synthetic_graph(30, 12, seed=9)
-    served = Pipeline(policy="archive")
-    for m in graph.messages():
-        served.submit(0, m)
-    while served.queued:
-        served.process()
-    scids = sorted(parse_message(a).short_channel_id or 0 for a in graph.channel_announcements)
+    served, scids = _served(graph)
 
     async def body() -> None:
         async with Node(keys("ext-srv"), served, config=NodeConfig(sync=False)) as node:
