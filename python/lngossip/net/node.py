@@ -356,6 +356,8 @@ class _Pending:
     task: asyncio.Task[Any] | None
     #: The connection once the handshake is done (evicted through its own task).
     peer: Peer | None = None
+    #: It sent a valid BOLT #8 act one (an honest peer does at once).
+    acted: bool = False
 
 
 def eviction_victim(inbound: Iterable[Peer], key: bytes) -> Peer | None:
@@ -390,13 +392,18 @@ def eviction_victim(inbound: Iterable[Peer], key: bytes) -> Peer | None:
 
 
 def _pending_victim(pending: Iterable[_Pending]) -> _Pending | None:
-    """The pending inbound connection to evict for a new one: one still in
-    the handshake if any (an honest peer finishes it in a round trip; one
-    that finished it is only waiting for ``init``), the oldest of the
-    network group with the most such connections."""
+    """The pending inbound connection to evict for a new one: of those
+    that got least far (no act one yet, then in the handshake, then waiting
+    for ``init``: an honest peer sends act one at once and finishes in a
+    round trip), the oldest of the network group with the most of them."""
     pending = list(pending)
-    shaking = [p for p in pending if p.peer is None]
-    pending = shaking or pending
+    for stage in (
+        [p for p in pending if not p.acted],
+        [p for p in pending if p.peer is None],
+    ):
+        if stage:
+            pending = stage
+            break
     if not pending:
         return None
     sizes = Counter(p.netgroup for p in pending)
@@ -637,7 +644,7 @@ class Node:
             try:
                 # handshake and both inits within their own short deadline
                 async with asyncio.timeout(cfg.inbound_ready_timeout):
-                    peer = await self._handshake_inbound(reader, writer, address, group)
+                    peer = await self._handshake_inbound(reader, writer, address, pending)
                     if peer is not None:
                         pending.peer = peer
                         await _wait_any(peer.ready, peer.closed)
@@ -701,8 +708,15 @@ class Node:
             victim.task.cancel()
 
     async def _handshake_inbound(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, group: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: str,
+        pending: _Pending,
     ) -> Peer | None:
+        def acted() -> None:
+            pending.acted = True
+
         try:
             conn = await accept(
                 reader,
@@ -710,6 +724,7 @@ class Node:
                 self.keys,
                 timeout=self.config.handshake_timeout,
                 codec=self.config.codec,
+                on_act_one=acted,
             )
         except (TransportError, OSError) as e:
             self.counters[f"handshake_failed:{getattr(e, 'reason', 'os')}"] += 1
@@ -727,7 +742,7 @@ class Node:
             False,
             conn,
             address=address,
-            netgroup=group,
+            netgroup=pending.netgroup,
         )
         # the connection is the node's to own (and to cancel), not the server callback's
         self._spawn(self._run(peer), f"peer-{peer.node_id.hex()[:8]}-{peer.generation}")

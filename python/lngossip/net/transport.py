@@ -53,6 +53,7 @@ import socket
 import struct
 import tempfile
 import termios
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
@@ -1045,6 +1046,7 @@ async def accept(
     *,
     timeout: float = 10.0,
     codec: CodecName = "rust",
+    on_act_one: Callable[[], object] | None = None,
 ) -> Connection:
     """Run the BOLT #8 handshake as responder on a freshly accepted stream
     pair (e.g. inside an :func:`asyncio.start_server` callback), with our
@@ -1060,7 +1062,9 @@ async def accept(
     ``handshake_mac``: the initiator does not know our node id). On any
     failure, including cancellation, ``writer``'s transport is aborted.
     ``codec`` picks who frames the established connection
-    (:data:`CodecName`).
+    (:data:`CodecName`). ``on_act_one`` is called once a valid act one has
+    been read and act two sent (the node ranks connections in the
+    handshake by how far they got).
 
     # Cancel safety
     Safe: if cancelled, the connection is aborted and no
@@ -1072,6 +1076,8 @@ async def accept(
         async with asyncio.timeout(timeout):
             handshake.read_act_one(await _read_exactly(reader, _ACT_ONE_LEN))
             writer.write(handshake.act_two())
+            if on_act_one is not None:
+                on_act_one()
             remote = handshake.read_act_three(await _read_exactly(reader, _ACT_THREE_LEN))
             send, recv = handshake.result()
             return Connection(reader, writer, send, recv, remote, codec=codec)
