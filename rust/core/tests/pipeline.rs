@@ -367,6 +367,20 @@ fn temp_store(name: &str) -> std::path::PathBuf {
 }
 
 /// A small graph: channels 1 (nodes 1-2) and 2 (nodes 2-3), updates, node 2.
+/// A closed store at `temp_store(name)` holding [`small_graph`] (timestamp
+/// 1000), accepted in one batch; returns its path and the messages.
+fn stored_small_graph(k: &Keys, name: &str) -> (std::path::PathBuf, Vec<Vec<u8>>) {
+    let path = temp_store(name);
+    let msgs = small_graph(k, 1000);
+    let mut p = pipeline();
+    p.open_store(&path).unwrap();
+    for m in &msgs {
+        p.submit(0, m.clone());
+    }
+    p.process(100);
+    (path, msgs)
+}
+
 fn small_graph(k: &Keys, ts: u32) -> Vec<Vec<u8>> {
     vec![
         k.announcement(1 << 40, 1, 2),
@@ -457,16 +471,7 @@ fn store_reopens_without_verifying_and_flags_superseded_records() {
 #[test]
 fn store_truncates_a_torn_tail_and_keeps_everything_before_it() {
     let k = Keys::new();
-    let path = temp_store("torn.gs");
-    let msgs = small_graph(&k, 1000);
-    {
-        let mut p = pipeline();
-        p.open_store(&path).unwrap();
-        for m in &msgs {
-            p.submit(0, m.clone());
-        }
-        p.process(100);
-    }
+    let (path, msgs) = stored_small_graph(&k, "torn.gs");
     let whole = std::fs::read(&path).unwrap();
     for cut in [
         whole.len() - 1,
@@ -491,16 +496,7 @@ fn store_truncates_a_torn_tail_and_keeps_everything_before_it() {
 #[test]
 fn store_skips_a_damaged_record_in_the_middle_and_the_rest_is_kept() {
     let k = Keys::new();
-    let path = temp_store("middle.gs");
-    let msgs = small_graph(&k, 1000);
-    {
-        let mut p = pipeline();
-        p.open_store(&path).unwrap();
-        for m in &msgs {
-            p.submit(0, m.clone());
-        }
-        p.process(100);
-    }
+    let (path, msgs) = stored_small_graph(&k, "middle.gs");
     let mut image = std::fs::read(&path).unwrap();
     let scan = lngossip_core::store::scan(&image).unwrap();
     // records in accepted order: announcements 1 and 2, updates, node 2
@@ -533,16 +529,7 @@ fn store_skips_a_damaged_record_in_the_middle_and_the_rest_is_kept() {
 fn a_forged_record_with_a_valid_crc_is_trusted_unless_the_store_is_verified() {
     use lngossip_core::store::{record_crc, scan};
     let k = Keys::new();
-    let path = temp_store("forged.gs");
-    let msgs = small_graph(&k, 1000);
-    {
-        let mut p = pipeline();
-        p.open_store(&path).unwrap();
-        for m in &msgs {
-            p.submit(0, m.clone());
-        }
-        p.process(100);
-    }
+    let (path, msgs) = stored_small_graph(&k, "forged.gs");
     let mut image = std::fs::read(&path).unwrap();
     let s = scan(&image).unwrap();
     // records in accepted order: announcements 1 and 2, then updates
