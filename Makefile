@@ -57,9 +57,10 @@ fuzz-build:
 fuzz: fuzz-build
 	$(BIN)/python fuzz/run.py $(FUZZ_SECONDS)
 
-# The LDK (rust-lightning) interop peer for tests/test_interop_ldk.py: a
-# Cargo project of its own (tests/interop/ldk, its own Cargo.lock), built once
-# into target/interop; cargo keeps it cached after that.
+# The LDK (rust-lightning) interop binaries: ldk-peer for
+# tests/test_interop_ldk.py and rgs-apply (LDK's Rapid Gossip Sync consumer)
+# for tests/test_rgs_reader.py. A Cargo project of its own (tests/interop/ldk,
+# its own Cargo.lock), built once into target/interop; cargo keeps it cached.
 interop:
 	cargo build --release --locked --manifest-path tests/interop/ldk/Cargo.toml --target-dir target/interop
 
