@@ -8,7 +8,14 @@ returned value, never an exception.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "GossipError", "InternalError", "MalformedMessage", "StoreError"]
+__all__ = [
+    "ConfigError",
+    "GossipError",
+    "InternalError",
+    "MalformedMessage",
+    "RgsError",
+    "StoreError",
+]
 
 
 class GossipError(Exception):
@@ -48,3 +55,20 @@ class StoreError(GossipError, OSError):
     a store another process holds open. Records that could not be written
     stay pending and the next ``process`` retries them.
     """
+
+
+class RgsError(GossipError):
+    """A Rapid Gossip Sync snapshot could not be read
+    (:func:`lngossip.rgs.read_snapshot`): truncated, a wrong prefix or
+    version, a non-minimal BigSize, an index or count out of range, ...
+
+    The message says what was being read and at which byte offset;
+    ``offset`` is that offset (from the start of the snapshot).
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+    def __reduce__(self) -> tuple[type[RgsError], tuple[str, int]]:
+        return (type(self), (str(self), self.offset))
