@@ -1,7 +1,7 @@
 """Type stubs and documentation of the Rust extension ``lngossip._core``."""
 
 import os
-from typing import final
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -16,8 +16,8 @@ LIMITS: dict[str, tuple[int, int]]
 (1 to 1,024), ``queue_bytes``, ``queue_messages``, ``batch``
 (``process(max_messages)``), ``orphan_capacity``, ``orphan_bytes``,
 ``seen_capacity``, ``pubkey_cache_capacity``, ``store_sync_interval_ms``,
-``now`` (32-bit seconds) and ``page`` (a graph query's ``limit`` /
-``max_messages``). A value outside raises
+``now`` (32-bit seconds), ``rgs_version`` (1, 2), ``rgs_interval`` (s)
+and ``page`` (a graph query's ``limit`` / ``max_messages``). A value outside raises
 :class:`~lngossip.errors.ConfigError` naming the argument and the range,
 in both engines."""
 
@@ -135,6 +135,17 @@ class GraphReader:
         """Newest update or node announcement ``timestamp`` (seconds)."""
     def message_bytes(self) -> int:
         """Bytes of every kept message."""
+    def columns(self) -> dict[str, dict[str, Any]]:
+        """The graph as numpy columns (see :meth:`lngossip.graph.Graph.to_numpy`),
+        built in the core in one pass without the GIL."""
+    def rgs_snapshot(
+        self, since: int = 0, version: int = 2, interval: int = 10800
+    ) -> tuple[bytes, dict[str, int]]:
+        """A Rapid Gossip Sync snapshot (``rust/core/src/rgs.rs``) for a
+        client whose last sync returned ``since`` (seconds; 0: full), in
+        format ``version`` 1 or 2, on a grid of ``interval`` seconds; built
+        without the GIL. Raises ``ConfigError`` for an argument out of its
+        ``LIMITS`` range."""
 
 @final
 class Pipeline:

@@ -32,6 +32,7 @@ from lngossip.wire import (
     MAINNET_CHAIN_HASH,
     MALFORMED_REASONS,
     MSG_KINDS,
+    NODE_ANNOUNCEMENT,
     SIGNED_FROM,
     Decision,
     Gossip,
@@ -141,6 +142,10 @@ class Stored:
     #: update / node announcement ``timestamp``; for a channel announcement
     #: the time it was accepted (seconds)
     timestamp: int
+    #: when it was accepted (seconds): the clock under the live policy, an
+    #: update's or node announcement's own ``timestamp`` under the archive
+    #: policy (``graph.rs`` ``Stored::seen``)
+    seen: int
 
 
 @dataclass(slots=True)
@@ -225,14 +230,15 @@ class Graph:
         self._node_entry(node_id).timestamp = ts
 
     # -- messages -----------------------------------------------------------
-    def commit(self, msg: bytes, g: Gossip, accepted_at: int) -> Stored | None:
-        """Keep an accepted message; returns the one it supersedes."""
+    def commit(self, msg: bytes, g: Gossip, seen: int) -> Stored | None:
+        """Keep an accepted message seen at ``seen`` (seconds); returns the
+        one it supersedes."""
         if g.type == CHANNEL_ANNOUNCEMENT:
             assert g.short_channel_id is not None
             c = self._channels.get(g.short_channel_id)
             if c is None or c.announcement is not None:
                 return None
-            c.announcement = Stored(msg, accepted_at)
+            c.announcement = Stored(msg, seen, seen)
             self._visible_channels += 1
             for nid in (c.node_id_1, c.node_id_2):
                 n = self._nodes.get(nid)
@@ -250,12 +256,12 @@ class Graph:
                 return None
             d = g.channel_flags & 1
             old = c.updates[d]
-            c.updates[d] = Stored(msg, g.timestamp)
+            c.updates[d] = Stored(msg, g.timestamp, seen)
             return old
         n = self._node_entry(g.keys[0])
         was = n.visible()
         old = n.announcement
-        n.announcement = Stored(msg, g.timestamp)
+        n.announcement = Stored(msg, g.timestamp, seen)
         if not was:
             self._visible_nodes += 1
         return old
@@ -425,6 +431,85 @@ class Graph:
                 if len(out) >= top:
                     return out, b"N" + nid
         return out, None
+
+    def columns(self) -> dict[str, dict[str, Any]]:
+        """The graph as numpy columns (``columns.rs``, one Python step per
+        row here: the baseline is slow by design)."""
+        import numpy as np
+
+        from lngossip.graph import _addresses, decode_channel, decode_update
+
+        node_rows = [k for k in self._node_ids() if self._nodes[k].visible()]
+        row = {k: i for i, k in enumerate(node_rows)}
+        nodes: dict[str, list[Any]] = {
+            k: [] for k in ("node_id", "timestamp", "alias", "rgb_color", "addresses", "channels")
+        }
+        for k in node_rows:
+            n = self._nodes[k]
+            nodes["node_id"].append(k)
+            nodes["channels"].append(n.visible_channels)
+            ann = n.announcement.msg if n.announcement else None
+            if ann is None:
+                fields: tuple[int, bytes, int, int] = (0, bytes(32), 0, 0)
+            else:
+                p = SIGNED_FROM[NODE_ANNOUNCEMENT]
+                p += 2 + int.from_bytes(ann[p : p + 2], "big")
+                ts = int.from_bytes(ann[p : p + 4], "big")
+                p += 4 + 33
+                rgb, alias = int.from_bytes(ann[p : p + 3], "big"), ann[p + 3 : p + 35]
+                alen = int.from_bytes(ann[p + 35 : p + 37], "big")
+                fields = (ts, alias, rgb, len(_addresses(ann[p + 37 : p + 37 + alen])))
+            for name, v in zip(
+                ("timestamp", "alias", "rgb_color", "addresses"), fields, strict=True
+            ):
+                nodes[name].append(v)
+        ch_names = ("short_channel_id", "node_1", "node_2", "capacity_sat", "features", "seen")
+        channels: dict[str, list[Any]] = {k: [] for k in ch_names}
+        up_names = (
+            "short_channel_id", "channel", "direction", "timestamp", "disabled",
+            "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
+            "htlc_maximum_msat", "fee_base_msat", "fee_proportional_millionths", "seen",
+        )  # fmt: skip
+        updates: dict[str, list[Any]] = {k: [] for k in up_names}
+        for scid in self._scids():
+            c = self._channels[scid]
+            if c.announcement is None:
+                continue
+            ci = len(channels["short_channel_id"])
+            ch = decode_channel(c.announcement.msg, None, None)
+            feats = int.from_bytes(ch.features[-8:], "big") if ch.features else 0
+            for name, v in zip(
+                ch_names,
+                (scid, row[c.node_id_1], row[c.node_id_2], 0, feats, c.announcement.seen),
+                strict=True,
+            ):
+                channels[name].append(v)
+            for u in c.updates:
+                if u is None:
+                    continue
+                d = decode_update(u.msg)
+                vals = (
+                    scid, ci, d.direction, d.timestamp, d.disabled, d.message_flags,
+                    d.channel_flags, d.cltv_expiry_delta, d.htlc_minimum_msat,
+                    d.htlc_maximum_msat or 0, d.fee_base_msat, d.fee_proportional_millionths,
+                    u.seen,
+                )  # fmt: skip
+                for name, v in zip(up_names, vals, strict=True):
+                    updates[name].append(v)
+        dtypes: dict[str, Any] = {
+            "short_channel_id": np.uint64, "node_1": np.uint32, "node_2": np.uint32,
+            "capacity_sat": np.uint64, "features": np.uint64, "seen": np.uint32,
+            "channel": np.uint32, "direction": np.uint8, "timestamp": np.uint32,
+            "disabled": np.bool_, "message_flags": np.uint8, "channel_flags": np.uint8,
+            "cltv_expiry_delta": np.uint16, "htlc_minimum_msat": np.uint64,
+            "htlc_maximum_msat": np.uint64, "fee_base_msat": np.uint32,
+            "fee_proportional_millionths": np.uint32, "node_id": "S33", "alias": "S32",
+            "rgb_color": np.uint32, "addresses": np.uint16, "channels": np.uint32,
+        }  # fmt: skip
+        return {
+            t: {k: np.array(v, dtype=dtypes[k]) for k, v in cols.items()}
+            for t, cols in (("channels", channels), ("updates", updates), ("nodes", nodes))
+        }
 
     def messages_for(self, short_channel_ids: list[int]) -> list[bytes]:
         out: list[bytes] = []
@@ -975,7 +1060,9 @@ class Pipeline:
         # single-threaded: no reader runs between its steps)
         now = self._now_s()
         for m in accepted:
-            self._graph.commit(m, parse_message(m), now)
+            g = parse_message(m)
+            seen = g.timestamp if g.timestamp is not None and not self._live else now
+            self._graph.commit(m, g, seen)
         return ProcessResult(out, accepted, self._signatures_verified - before)
 
     # -- introspection ----------------------------------------------------

@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--codec", choices=("rust", "python"), default="rust", help=codec_help)
     common(sync, 1)
     sync.set_defaults(func=netcli.cmd_sync, policy="live")
+
+    from lngossip import rgscli
+
+    rgscli.add_parser(sub)
     return parser
 
 

@@ -23,7 +23,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
-use crate::wire::{Gossip, NodeId};
+use crate::wire::{self, Gossip, NodeId, UpdateFields};
+
+/// Earlier `channel_update`s kept per channel direction (their policy and
+/// when they were seen), so an incremental Rapid Gossip Sync snapshot can
+/// send only the fields that changed since a client's last sync.
+pub const PRIORS_PER_DIRECTION: usize = 4;
 
 /// One accepted message as the graph keeps it.
 #[derive(Clone, Debug)]
@@ -33,6 +38,12 @@ pub struct Stored {
     /// `timestamp` of an update or node announcement; for a channel
     /// announcement, the time (seconds since the epoch) it was accepted.
     pub timestamp: u32,
+    /// When it was accepted ("seen", seconds since the epoch; its store
+    /// record's timestamp): the clock under the live policy, the message's
+    /// own `timestamp` for updates and node announcements taken under the
+    /// archive policy (so an archive gives the same snapshots wherever and
+    /// whenever it is ingested).
+    pub seen: u32,
     /// Offset of its record in the store, when there is one.
     pub offset: Option<u64>,
 }
@@ -51,6 +62,18 @@ pub struct Channel {
     pub announcement: Option<Stored>,
     /// Newest `channel_update` per direction.
     pub updates: [Option<Stored>; 2],
+    /// Up to [`PRIORS_PER_DIRECTION`] updates each newest one superseded,
+    /// oldest first.
+    pub priors: [Vec<Prior>; 2],
+}
+
+/// A superseded `channel_update`: its policy and when it was seen.
+#[derive(Clone, Copy, Debug)]
+pub struct Prior {
+    /// When it was accepted (see [`Stored::seen`]).
+    pub seen: u32,
+    /// Its fields.
+    pub fields: UpdateFields,
 }
 
 /// A node named by an accepted channel or announcement.
@@ -96,6 +119,16 @@ pub struct Graph {
     nodes: BTreeMap<NodeId, Node>,
     visible_channels: usize,
     visible_nodes: usize,
+}
+
+/// Insert `p` in seen order, keeping the newest [`PRIORS_PER_DIRECTION`].
+fn push_prior(priors: &mut Vec<Prior>, p: Prior) {
+    let at =
+        priors.partition_point(|q| (q.seen, q.fields.timestamp) <= (p.seen, p.fields.timestamp));
+    priors.insert(at, p);
+    if priors.len() > PRIORS_PER_DIRECTION {
+        priors.remove(0);
+    }
 }
 
 impl Node {
@@ -146,6 +179,7 @@ impl Graph {
                 update_timestamp: [None, None],
                 announcement: None,
                 updates: [None, None],
+                priors: [Vec::new(), Vec::new()],
             },
         );
         for n in [node_id_1, node_id_2] {
@@ -183,17 +217,18 @@ impl Graph {
     // -- messages -------------------------------------------------------------
 
     /// Keep the bytes of an accepted message (already decided: its channel
-    /// added, its timestamp set). `accepted_at` is the record timestamp of a
-    /// channel announcement (seconds since the epoch). Returns the message it
-    /// supersedes, if any (an older update or node announcement), whose
-    /// store record must be marked deleted.
-    /// `record` is called with the record timestamp once the message is
-    /// kept, and returns its store offset.
+    /// added, its timestamp set), seen at `seen` (seconds since the epoch,
+    /// see [`Stored::seen`]; a channel announcement's `timestamp` is its
+    /// `seen` too). Returns the message it supersedes, if any (an older
+    /// update or node announcement), whose store record must be marked
+    /// deleted; a superseded update's policy is kept as a [`Prior`].
+    /// `record` is called with the record timestamp (`seen`) once the
+    /// message is kept, and returns its store offset.
     pub fn commit(
         &mut self,
         msg: &[u8],
         g: &Gossip,
-        accepted_at: u32,
+        seen: u32,
         record: impl FnOnce(u32) -> Option<u64>,
     ) -> Option<Stored> {
         match g {
@@ -206,8 +241,9 @@ impl Graph {
                 }
                 c.announcement = Some(Stored {
                     msg: msg.into(),
-                    timestamp: accepted_at,
-                    offset: record(accepted_at),
+                    timestamp: seen,
+                    seen,
+                    offset: record(seen),
                 });
                 self.visible_channels += 1;
                 let (a, b) = (c.node_id_1, c.node_id_2);
@@ -229,12 +265,25 @@ impl Graph {
                 ..
             } => {
                 let c = self.channels.get_mut(short_channel_id)?;
-                let slot = &mut c.updates[(*channel_flags & 1) as usize];
-                slot.replace(Stored {
+                let dir = (*channel_flags & 1) as usize;
+                let old = c.updates[dir].replace(Stored {
                     msg: msg.into(),
                     timestamp: *timestamp,
-                    offset: record(*timestamp),
-                })
+                    seen,
+                    offset: record(seen),
+                });
+                if let Some(o) = &old {
+                    if let Ok(fields) = wire::update_fields(&o.msg) {
+                        push_prior(
+                            &mut c.priors[dir],
+                            Prior {
+                                seen: o.seen,
+                                fields,
+                            },
+                        );
+                    }
+                }
+                old
             }
             Gossip::NodeAnnouncement { node_id, timestamp } => {
                 let n = self.nodes.entry(*node_id).or_default();
@@ -242,13 +291,28 @@ impl Graph {
                 let old = n.announcement.replace(Stored {
                     msg: msg.into(),
                     timestamp: *timestamp,
-                    offset: record(*timestamp),
+                    seen,
+                    offset: record(seen),
                 });
                 if !was {
                     self.visible_nodes += 1;
                 }
                 old
             }
+        }
+    }
+
+    /// Keep a superseded `channel_update` found in the store (a record
+    /// marked deleted) as a [`Prior`] of its direction, if it is older than
+    /// the direction's newest update.
+    pub fn add_prior(&mut self, prior: Prior) {
+        let dir = (prior.fields.channel_flags & 1) as usize;
+        let Some(c) = self.channels.get_mut(&prior.fields.short_channel_id) else {
+            return;
+        };
+        let newest = c.updates[dir].as_ref().map(|u| u.timestamp);
+        if newest.is_some_and(|t| prior.fields.timestamp < t) {
+            push_prior(&mut c.priors[dir], prior);
         }
     }
 
@@ -321,6 +385,19 @@ impl Graph {
     }
 
     // -- the view: committed messages only ---------------------------------------
+
+    /// Visible channels (announcement committed), in `short_channel_id` order.
+    pub fn channels(&self) -> impl Iterator<Item = (u64, &Channel)> {
+        self.channels
+            .iter()
+            .filter(|(_, c)| c.announcement.is_some())
+            .map(|(s, c)| (*s, c))
+    }
+
+    /// Visible nodes (a visible channel or an announcement), in `node_id` order.
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeId, &Node)> {
+        self.nodes.iter().filter(|(_, n)| n.visible())
+    }
 
     /// Visible channels (announcement committed).
     pub fn channel_count(&self) -> usize {

@@ -8,17 +8,21 @@
 //! bytes; [`store`] keeps them on disk in Core Lightning's `gossip_store` format;
 //! [`transport`] frames and encrypts messages after the BOLT #8 handshake; [`pipeline`]
 //! ties them together in the order DESIGN.md gives (every cheap check before
-//! any signature check); [`limits`] bounds every numeric argument of the API.
+//! any signature check); [`limits`] bounds every numeric argument of the API;
+//! [`columns`] and [`rgs`] give the graph out as columns and as Rapid Gossip
+//! Sync snapshots.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod columns;
 pub mod graph;
 pub mod limits;
 pub mod orphans;
 pub mod pipeline;
 pub mod queue;
 pub mod ratelimit;
+pub mod rgs;
 pub mod seen;
 pub mod store;
 pub mod transport;

@@ -123,8 +123,20 @@ pub const PAGE: Bound = Bound {
     max: 1 << 20,
 };
 
+/// Rapid Gossip Sync format versions (`rgs_snapshot(version=)`, `--version`):
+/// the `lightning-rapid-gossip-sync` crate 0.2 reads 1 and 2.
+pub const RGS_VERSION: Bound = Bound { min: 1, max: 2 };
+
+/// The Rapid Gossip Sync snapshot grid in seconds (`interval`): at least
+/// a minute (a finer grid only multiplies cached snapshots), at most a week
+/// (LDK refuses snapshots more than two weeks old).
+pub const RGS_INTERVAL_S: Bound = Bound {
+    min: 60,
+    max: 7 * 86_400,
+};
+
 /// Every bound by the name Python sees it under (`lngossip._core.LIMITS`).
-pub const ALL: [(&str, Bound); 11] = [
+pub const ALL: [(&str, Bound); 13] = [
     ("threads", THREADS),
     ("queue_bytes", QUEUE_BYTES),
     ("queue_messages", QUEUE_MESSAGES),
@@ -136,6 +148,8 @@ pub const ALL: [(&str, Bound); 11] = [
     ("store_sync_interval_ms", STORE_SYNC_INTERVAL_MS),
     ("now", NOW),
     ("page", PAGE),
+    ("rgs_version", RGS_VERSION),
+    ("rgs_interval", RGS_INTERVAL_S),
 ];
 
 #[cfg(test)]

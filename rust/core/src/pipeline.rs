@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::graph::{Graph, Stored};
+use crate::graph::{Graph, Prior, Stored};
 use crate::orphans::{
     Orphans, ARCHIVE_ORPHAN_CAPACITY, ARCHIVE_ORPHAN_MAX_BYTES, DEFAULT_ORPHAN_CAPACITY,
     DEFAULT_ORPHAN_MAX_BYTES,
@@ -478,8 +478,16 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// Never panics, whatever `buf` holds, as long as `scan` is its scan.
     pub fn load_store_image(&mut self, buf: &[u8], scan: &store::Scan) -> Vec<(u64, usize)> {
         let mut dead: Vec<(u64, usize)> = Vec::new();
+        let mut priors = Vec::new();
         for r in &scan.records {
             if r.flags & FLAG_DELETED != 0 {
+                // a superseded update: the policy a client may still have
+                if let Ok(fields) = wire::update_fields(&buf[r.start..r.end]) {
+                    priors.push(Prior {
+                        seen: r.timestamp,
+                        fields,
+                    });
+                }
                 continue;
             }
             let msg = &buf[r.start..r.end];
@@ -541,6 +549,9 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             }
             self.seen.insert(self.seen.hash(msg));
         }
+        for p in priors {
+            self.graph.add_prior(p);
+        }
         dead
     }
 
@@ -568,7 +579,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         self.graph.for_each_stored_mut(|s| {
             old.push(s.offset);
             s.offset = Some(image.len() as u64);
-            store::encode_record(&mut image, 0, s.timestamp, &s.msg);
+            store::encode_record(&mut image, 0, s.seen, &s.msg);
         });
         if let Err(e) = st.replace_with(&image) {
             let mut it = old.into_iter();
@@ -645,12 +656,19 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// all at once, so a reader sees all of the batch or none of it.
     fn commit_accepted(&mut self, accepted: &[M], gossip: &[Gossip]) -> Option<StoreError> {
         let now = u32::try_from(self.now()).unwrap_or(u32::MAX);
+        let archive = self.cfg.policy == Policy::Archive;
         for (m, g) in accepted.iter().zip(gossip) {
             let msg = m.as_ref();
             let store = &mut self.store;
+            // "seen": the clock, or under the archive policy a message's own
+            // timestamp (a channel announcement has none: the clock)
+            let seen = match g.timestamp() {
+                Some(ts) if archive => ts,
+                _ => now,
+            };
             let old = self
                 .graph
-                .commit(msg, g, now, |ts| store.as_mut().map(|s| s.append(ts, msg)));
+                .commit(msg, g, seen, |ts| store.as_mut().map(|s| s.append(ts, msg)));
             if let Some(old) = old {
                 self.delete_record(&old);
             }

@@ -308,6 +308,159 @@ pub fn parse(msg: &[u8]) -> Result<Gossip, Malformed> {
     }
 }
 
+/// The routing policy a `channel_update` carries (BOLT #7 `channel_update`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct UpdateFields {
+    /// `short_channel_id`.
+    pub short_channel_id: u64,
+    /// `timestamp`, seconds since the Unix epoch.
+    pub timestamp: u32,
+    /// `message_flags` (bit 0: `htlc_maximum_msat` present).
+    pub message_flags: u8,
+    /// `channel_flags` (bit 0: direction, bit 1: disabled).
+    pub channel_flags: u8,
+    /// `cltv_expiry_delta`, blocks.
+    pub cltv_expiry_delta: u16,
+    /// `htlc_minimum_msat`, millisatoshi.
+    pub htlc_minimum_msat: u64,
+    /// `fee_base_msat`, millisatoshi.
+    pub fee_base_msat: u32,
+    /// `fee_proportional_millionths`, parts per million.
+    pub fee_proportional_millionths: u32,
+    /// `htlc_maximum_msat`, millisatoshi; 0 when the update has none
+    /// (`message_flags` bit 0 clear, as before 2022).
+    pub htlc_maximum_msat: u64,
+}
+
+/// Every field of a `channel_update` (the fixed layout after the 64-byte
+/// signature: `chain_hash` 32, `short_channel_id` 8, `timestamp` 4,
+/// `message_flags` 1, `channel_flags` 1, `cltv_expiry_delta` 2,
+/// `htlc_minimum_msat` 8, `fee_base_msat` 4, `fee_proportional_millionths` 4,
+/// optional `htlc_maximum_msat` 8).
+///
+/// # Errors
+/// [`Malformed`] as [`parse`] gives it, or [`Malformed::UnknownType`] for
+/// another message type.
+pub fn update_fields(msg: &[u8]) -> Result<UpdateFields, Malformed> {
+    if MsgKind::of(msg) != MsgKind::ChannelUpdate {
+        return Err(Malformed::UnknownType);
+    }
+    let mut r = Reader {
+        buf: msg,
+        pos: SINGLE_SIGNED_FROM + 32,
+    };
+    let short_channel_id = r.u64()?;
+    let timestamp = r.u32()?;
+    let message_flags = r.take(1)?[0];
+    let channel_flags = r.take(1)?[0];
+    let cltv_expiry_delta = r.u16()?;
+    let htlc_minimum_msat = r.u64()?;
+    let fee_base_msat = r.u32()?;
+    let fee_proportional_millionths = r.u32()?;
+    let htlc_maximum_msat = if message_flags & 1 == 1 { r.u64()? } else { 0 };
+    Ok(UpdateFields {
+        short_channel_id,
+        timestamp,
+        message_flags,
+        channel_flags,
+        cltv_expiry_delta,
+        htlc_minimum_msat,
+        fee_base_msat,
+        fee_proportional_millionths,
+        htlc_maximum_msat,
+    })
+}
+
+/// The descriptive fields of a `node_announcement`, borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeFields<'a> {
+    /// `features`, as on the wire (big-endian bit order).
+    pub features: &'a [u8],
+    /// `timestamp`, seconds since the Unix epoch.
+    pub timestamp: u32,
+    /// `node_id`.
+    pub node_id: NodeId,
+    /// `rgb_color`, 3 bytes.
+    pub rgb_color: [u8; 3],
+    /// `alias`, 32 bytes (UTF-8 by convention, NUL-padded).
+    pub alias: [u8; 32],
+    /// `addresses`: `addrlen` bytes of BOLT #7 address descriptors.
+    pub addresses: &'a [u8],
+}
+
+/// The descriptive fields of a `node_announcement`.
+///
+/// # Errors
+/// [`Malformed`] as [`parse`] gives it.
+pub fn node_fields(msg: &[u8]) -> Result<NodeFields<'_>, Malformed> {
+    if MsgKind::of(msg) != MsgKind::NodeAnnouncement {
+        return Err(Malformed::UnknownType);
+    }
+    let mut r = Reader {
+        buf: msg,
+        pos: SINGLE_SIGNED_FROM,
+    };
+    let flen = r.u16()? as usize;
+    let features = r.take(flen)?;
+    let timestamp = r.u32()?;
+    let node_id = r.key()?;
+    let rgb_color = r.array()?;
+    let alias = r.array()?;
+    let addrlen = r.u16()? as usize;
+    let addresses = r.take(addrlen)?;
+    Ok(NodeFields {
+        features,
+        timestamp,
+        node_id,
+        rgb_color,
+        alias,
+        addresses,
+    })
+}
+
+/// `features` of a `channel_announcement` (after the four signatures).
+///
+/// # Errors
+/// [`Malformed`] as [`parse`] gives it.
+pub fn channel_features(msg: &[u8]) -> Result<&[u8], Malformed> {
+    if MsgKind::of(msg) != MsgKind::ChannelAnnouncement {
+        return Err(Malformed::UnknownType);
+    }
+    let mut r = Reader {
+        buf: msg,
+        pos: CHANNEL_ANNOUNCEMENT_SIGNED_FROM,
+    };
+    let flen = r.u16()? as usize;
+    r.take(flen)
+}
+
+/// Split BOLT #7 address descriptors (`node_announcement` `addresses`) into
+/// whole descriptors (type byte first). Parsing stops at the first unknown
+/// type (BOLT #7: its length is unknown, so nothing after it can be read)
+/// or at a descriptor that overruns the field.
+pub fn address_descriptors(mut addresses: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some(&t) = addresses.first() {
+        let len = match t {
+            1 => 1 + 4 + 2,
+            2 => 1 + 16 + 2,
+            3 => 1 + 10 + 2,
+            4 => 1 + 35 + 2,
+            5 => match addresses.get(1) {
+                Some(&n) => 1 + 1 + n as usize + 2,
+                None => break,
+            },
+            _ => break,
+        };
+        let Some(d) = addresses.get(..len) else {
+            break;
+        };
+        out.push(d);
+        addresses = &addresses[len..];
+    }
+    out
+}
+
 /// Byte offset where the signed range of a message of `kind` starts.
 pub fn signed_from(kind: MsgKind) -> usize {
     match kind {

@@ -14,6 +14,7 @@ use lngossip_core::store::{OpenReport, StoreError};
 use lngossip_core::verify::Verifier;
 use lngossip_core::wire::{Malformed, MsgKind, NodeId};
 use lngossip_core::Pipeline;
+use lngossip_core::{columns, rgs};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -774,11 +775,146 @@ impl PyGraph {
     fn message_bytes(&self, py: Python<'_>) -> PyResult<usize> {
         self.read(py, |g| g.message_bytes())
     }
+
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.read_detached(py, columns::build)?;
+        let table = |pairs: Vec<(&str, Bound<'py, PyAny>)>| -> PyResult<Bound<'py, PyDict>> {
+            let d = PyDict::new(py);
+            for (k, v) in pairs {
+                d.set_item(k, v)?;
+            }
+            Ok(d)
+        };
+        // fixed-width byte strings: a uint8 buffer viewed as numpy "S<n>"
+        let fixed = |v: Vec<u8>, n: usize| -> PyResult<Bound<'py, PyAny>> {
+            v.into_pyarray(py).call_method1("view", (format!("S{n}"),))
+        };
+        let (ch, up, no) = (c.channels, c.updates, c.nodes);
+        let out = PyDict::new(py);
+        out.set_item(
+            "channels",
+            table(vec![
+                (
+                    "short_channel_id",
+                    ch.short_channel_id.into_pyarray(py).into_any(),
+                ),
+                ("node_1", ch.node_1.into_pyarray(py).into_any()),
+                ("node_2", ch.node_2.into_pyarray(py).into_any()),
+                ("capacity_sat", ch.capacity_sat.into_pyarray(py).into_any()),
+                ("features", ch.features.into_pyarray(py).into_any()),
+                ("seen", ch.seen.into_pyarray(py).into_any()),
+            ])?,
+        )?;
+        out.set_item(
+            "updates",
+            table(vec![
+                (
+                    "short_channel_id",
+                    up.short_channel_id.into_pyarray(py).into_any(),
+                ),
+                ("channel", up.channel.into_pyarray(py).into_any()),
+                ("direction", up.direction.into_pyarray(py).into_any()),
+                ("timestamp", up.timestamp.into_pyarray(py).into_any()),
+                ("disabled", up.disabled.into_pyarray(py).into_any()),
+                (
+                    "message_flags",
+                    up.message_flags.into_pyarray(py).into_any(),
+                ),
+                (
+                    "channel_flags",
+                    up.channel_flags.into_pyarray(py).into_any(),
+                ),
+                (
+                    "cltv_expiry_delta",
+                    up.cltv_expiry_delta.into_pyarray(py).into_any(),
+                ),
+                (
+                    "htlc_minimum_msat",
+                    up.htlc_minimum_msat.into_pyarray(py).into_any(),
+                ),
+                (
+                    "htlc_maximum_msat",
+                    up.htlc_maximum_msat.into_pyarray(py).into_any(),
+                ),
+                (
+                    "fee_base_msat",
+                    up.fee_base_msat.into_pyarray(py).into_any(),
+                ),
+                (
+                    "fee_proportional_millionths",
+                    up.fee_proportional_millionths.into_pyarray(py).into_any(),
+                ),
+                ("seen", up.seen.into_pyarray(py).into_any()),
+            ])?,
+        )?;
+        out.set_item(
+            "nodes",
+            table(vec![
+                ("node_id", fixed(no.node_id, 33)?),
+                ("timestamp", no.timestamp.into_pyarray(py).into_any()),
+                ("alias", fixed(no.alias, 32)?),
+                ("rgb_color", no.rgb_color.into_pyarray(py).into_any()),
+                ("addresses", no.addresses.into_pyarray(py).into_any()),
+                ("channels", no.channels.into_pyarray(py).into_any()),
+            ])?,
+        )?;
+        Ok(out)
+    }
+
+    #[pyo3(signature = (since = 0, version = 2, interval = 10800))]
+    fn rgs_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        since: i128,
+        version: i128,
+        interval: i128,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>)> {
+        let since = checked(py, limits::NOW, "since", since)? as u32;
+        let version = checked(py, limits::RGS_VERSION, "version", version)? as u8;
+        let interval = checked(py, limits::RGS_INTERVAL_S, "interval", interval)? as u32;
+        let chain_hash = self.lock(py)?.config().chain_hash;
+        let opts = rgs::Options {
+            since,
+            version,
+            chain_hash,
+            interval,
+        };
+        let (bytes, s) = self
+            .read_detached(py, |g| rgs::snapshot(g, &opts))?
+            .map_err(|e| err(py, "ConfigError", e.to_string()))?;
+        let d = PyDict::new(py);
+        d.set_item("version", version)?;
+        d.set_item("since", since)?;
+        d.set_item("latest_seen", s.latest_seen)?;
+        d.set_item("bytes", bytes.len())?;
+        d.set_item("node_ids", s.node_ids)?;
+        d.set_item("node_details", s.node_details)?;
+        d.set_item("default_node_features", s.default_node_features)?;
+        d.set_item("channel_announcements", s.channel_announcements)?;
+        d.set_item("updates_full", s.updates_full)?;
+        d.set_item("updates_incremental", s.updates_incremental)?;
+        d.set_item("reminders", s.reminders)?;
+        Ok((PyBytes::new(py, &bytes), d))
+    }
 }
 
 impl PyGraph {
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Pipeline<Msg>>> {
         lock(py, &self.inner)
+    }
+
+    /// Run a read of the graph without the GIL (for reads that take long:
+    /// columns, snapshots); a panic becomes `InternalError`.
+    fn read_detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&lngossip_core::graph::Graph) -> T + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let p = self.inner.lock().ok()?;
+            catch_unwind(AssertUnwindSafe(|| f(p.graph()))).ok()
+        })
+        .ok_or_else(|| internal(py))
     }
 
     /// Run a read of the graph; a panic becomes `InternalError`, never a
