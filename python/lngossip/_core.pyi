@@ -1,7 +1,7 @@
 """Type stubs and documentation of the Rust extension ``lngossip._core``."""
 
 import os
-from typing import Any, final
+from typing import Any, Literal, final
 
 import numpy as np
 import numpy.typing as npt
@@ -285,11 +285,18 @@ class Pipeline:
             StoreError: writing the deleted flags failed.
         """
     def compact(self) -> bool:
-        """Compact the store now (atomic rename); False without a store.
+        """Compact the store now (atomic rename); False without a store (or
+        while another compaction runs). ``submit`` and the graph's readers
+        wait only for building the image and for the swap, not while the new
+        file is written and synced (``rust/core/src/shared.rs``); ``process``
+        compacts this way by itself when deleted records pass half the store.
 
         Raises:
             StoreError: on failure (the old store stays in use).
         """
+    def _compact_locked(self) -> bool:
+        """:meth:`compact` holding the pipeline's lock throughout, as
+        compaction ran before it moved out of the lock (benchmarks only)."""
     def sync_store(self) -> None:
         """Write what is pending and ``fdatasync`` the store.
 
@@ -348,7 +355,7 @@ class Feed:
     @property
     def paused(self) -> bool: ...
     @property
-    def error(self) -> str | None: ...
+    def error(self) -> Literal["length_mac", "message_mac"] | None: ...
     @property
     def frames(self) -> int: ...
     @property

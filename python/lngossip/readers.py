@@ -56,6 +56,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
+from lngossip.errors import UnknownFormat
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -120,17 +122,6 @@ _SHORT: Final = 2  # the header itself is cut by the end of the data
 _BAD: Final = 3  # implausible: framing is lost here
 
 _Probe = Callable[[bytes, int, int], tuple[int, int, int, int]]
-
-
-class UnknownFormat(ValueError):
-    """The data is not in a format this module can read.
-
-    Raised by :func:`detect_format` when the first bytes match no known
-    format, by :func:`read_gsp` when the ``GSP\\x01`` magic is missing, and by
-    :func:`read_gossip_store` when the version byte is missing or is a
-    ``gossip_store`` version this module refuses (major version other than 0,
-    or minor version below 0x0b). It subclasses :class:`ValueError`.
-    """
 
 
 @dataclass

@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lngossip import _core
-from lngossip.errors import ConfigError, GossipError
+from lngossip.errors import ConfigError, GossipError, TransportError, TransportReason
 
 __all__ = [
     "MAX_MESSAGE_LEN",
@@ -104,75 +104,9 @@ _TCP_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
 # Write buffer high-water mark: drain() in send() blocks above it.
 _WRITE_HIGH_WATER: Final = 256 * 1024
 
-_REASONS: Final = frozenset(
-    {
-        "handshake_version",
-        "handshake_mac",
-        "bad_pubkey",
-        "length_mac",
-        "message_mac",
-        "eof",
-        "too_long",
-        "timeout",
-        "closed_before_ready",
-    }
-)
-
 # BOLT #8 "Handshake State Initialization", steps 1-3 (shared by both roles).
 _CK_INIT: Final = hashlib.sha256(_PROTOCOL_NAME).digest()
 _H_INIT: Final = hashlib.sha256(_CK_INIT + _PROLOGUE).digest()
-
-
-class TransportError(GossipError, ConnectionError):
-    """A BOLT #8 connection failed because of the peer or the network.
-
-    ``reason`` is one of:
-
-    ``handshake_version``
-        A handshake act's leading version byte was not 0 (BOLT #8
-        "Handshake Versioning").
-    ``handshake_mac``
-        A handshake act's Poly1305 MAC did not verify: the initiator does not
-        know our node id, or the act was tampered with.
-    ``bad_pubkey``
-        A public key in a handshake act is not a valid 33-byte compressed
-        secp256k1 point.
-    ``length_mac``
-        The MAC of a frame's 18-byte encrypted length prefix did not verify.
-    ``message_mac``
-        The MAC of a frame's encrypted body did not verify.
-    ``eof``
-        The peer closed (or reset) the connection, possibly mid-act or
-        mid-frame; a handshake act of the wrong length counts too.
-    ``too_long``
-        :meth:`Connection.send` was given more than :data:`MAX_MESSAGE_LEN`
-        bytes (nothing was sent; the connection stays usable).
-    ``timeout``
-        The handshake did not complete within its timeout.
-    ``closed_before_ready``
-        The handshake succeeded but the connection ended before both
-        ``init`` messages were exchanged (``detail`` says why: another
-        network, unknown required features, ...); raised by
-        :meth:`lngossip.net.node.Node.connect`.
-
-    Apart from ``too_long``, the connection cannot be used afterwards. It is
-    both a :class:`~lngossip.errors.GossipError` and a
-    :class:`ConnectionError` (hence an :class:`OSError`, with ``errno``
-    ``None``).
-    """
-
-    reason: str
-    detail: str
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        if reason not in _REASONS:
-            raise ValueError(f"unknown TransportError reason {reason!r}")
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self) -> tuple[type[TransportError], tuple[str, str]]:
-        return type(self), (self.reason, self.detail)
 
 
 def _hkdf(salt: bytes, ikm: bytes) -> tuple[bytes, bytes]:
@@ -691,7 +625,7 @@ class Connection:
             self._codec = _core.Codec(send.key, send.chaining_key, recv.key, recv.chaining_key)
         self._remote_node_id = bytes(remote_node_id)
         self._pending_len: int | None = None  # decrypted length of a half-read frame
-        self._recv_failed: str | None = None
+        self._recv_failed: TransportReason | None = None
         self._bytes_sent = 0
         self._bytes_received = 0
         self._sock = writer.get_extra_info("socket") if _TCP_QUICKACK is not None else None
@@ -815,7 +749,7 @@ class Connection:
         if f.error is not None:
             self._fail(f.error)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: TransportReason) -> None:
         self._recv_failed = reason
         if reason != "eof":
             self._writer.transport.abort()

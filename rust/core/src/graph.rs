@@ -100,6 +100,37 @@ pub enum Cursor {
     Nodes(Option<NodeId>),
 }
 
+impl Cursor {
+    /// The cursor as an opaque token for a caller to hand back: empty at
+    /// the start, the 8-byte big-endian `short_channel_id` after a channel,
+    /// `N` (and the 33-byte `node_id` after a node) in the nodes.
+    pub fn to_token(self) -> Vec<u8> {
+        match self {
+            Cursor::Start => Vec::new(),
+            Cursor::AfterChannel(s) => s.to_be_bytes().to_vec(),
+            Cursor::Nodes(None) => vec![b'N'],
+            Cursor::Nodes(Some(id)) => {
+                let mut v = vec![b'N'];
+                v.extend_from_slice(&id);
+                v
+            }
+        }
+    }
+
+    /// The cursor of a token from [`Cursor::to_token`]; `None` for
+    /// anything else.
+    pub fn from_token(token: &[u8]) -> Option<Cursor> {
+        match token {
+            [] => Some(Cursor::Start),
+            [b'N'] => Some(Cursor::Nodes(None)),
+            [b'N', rest @ ..] => rest.try_into().ok().map(|id| Cursor::Nodes(Some(id))),
+            _ => <[u8; 8]>::try_from(token)
+                .ok()
+                .map(|a| Cursor::AfterChannel(u64::from_be_bytes(a))),
+        }
+    }
+}
+
 /// What [`Graph::prune`] removed.
 #[derive(Debug, Default)]
 pub struct Pruned {
@@ -313,6 +344,23 @@ impl Graph {
         let newest = c.updates[dir].as_ref().map(|u| u.timestamp);
         if newest.is_some_and(|t| prior.fields.timestamp < t) {
             push_prior(&mut c.priors[dir], prior);
+        }
+    }
+
+    /// Every kept message, in the order of [`Graph::for_each_stored_mut`].
+    pub fn for_each_stored(&self, mut f: impl FnMut(&Stored)) {
+        for c in self.channels.values() {
+            if let Some(a) = c.announcement.as_ref() {
+                f(a);
+            }
+            for u in c.updates.iter().flatten() {
+                f(u);
+            }
+        }
+        for n in self.nodes.values() {
+            if let Some(a) = n.announcement.as_ref() {
+                f(a);
+            }
         }
     }
 

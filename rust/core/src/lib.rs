@@ -9,6 +9,8 @@
 //! [`transport`] frames and encrypts messages after the BOLT #8 handshake; [`pipeline`]
 //! ties them together in the order DESIGN.md gives (every cheap check before
 //! any signature check); [`limits`] bounds every numeric argument of the API;
+//! [`shared`] runs a pipeline for several threads, the expensive steps
+//! (verification, writing a compacted store) without its lock;
 //! [`columns`] and [`rgs`] give the graph out as columns and as Rapid Gossip
 //! Sync snapshots.
 
@@ -24,6 +26,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod rgs;
 pub mod seen;
+pub mod shared;
 pub mod store;
 pub mod transport;
 pub mod verify;

@@ -10,7 +10,7 @@
 //! window (24 h ahead for every policy, 14 days behind for live), known
 //! `short_channel_id` / stored timestamps, queue admission.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -566,28 +566,117 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     }
 
     /// Write the live records into a new store file and swap it in
-    /// atomically (see [`crate::store`]); returns whether there was a store.
+    /// atomically (see [`crate::store`]), the three phases of
+    /// [`Pipeline::begin_compaction`] in one call; returns whether there
+    /// was a store.
     ///
     /// # Errors
-    /// See [`Store::replace_with`]; the old store stays in use.
+    /// See [`Store::finish_compaction`]; the old store stays in use.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        let Some(st) = self.store.as_mut() else {
-            return Ok(false);
+        let Some(plan) = self.begin_compaction()? else {
+            return Ok(self.store.is_some());
         };
-        let mut image = vec![store::STORE_VERSION];
-        let mut old = Vec::new();
-        self.graph.for_each_stored_mut(|s| {
-            old.push(s.offset);
-            s.offset = Some(image.len() as u64);
-            store::encode_record(&mut image, 0, s.seen, &s.msg);
-        });
-        if let Err(e) = st.replace_with(&image) {
-            let mut it = old.into_iter();
-            self.graph
-                .for_each_stored_mut(|s| s.offset = it.next().flatten());
-            return Err(e);
-        }
+        let written = store::write_compaction(&plan.tmp, &plan.image);
+        self.finish_compaction(plan, written)?;
         Ok(true)
+    }
+
+    /// Whether the store's deleted records pass half of it (and no
+    /// compaction is in progress): time for [`Pipeline::compact`].
+    pub fn wants_compaction(&self) -> bool {
+        self.store.as_ref().is_some_and(Store::wants_compaction)
+    }
+
+    /// Phase 1 of a compaction that does not stall `submit`: the image of
+    /// the live records, built under the caller's lock (a memory copy, tens
+    /// of milliseconds for the mainnet graph). Phase 2,
+    /// [`store::write_compaction`] of `plan.image` to `plan.tmp`, runs
+    /// without the lock; phase 3, [`Pipeline::finish_compaction`], under it
+    /// again carries over what changed meanwhile. `None`: no store, or a
+    /// compaction already in progress.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the store's pending records cannot be written.
+    pub fn begin_compaction(&mut self) -> Result<Option<CompactionPlan>, StoreError> {
+        let Some(st) = self.store.as_mut() else {
+            return Ok(None);
+        };
+        let Some((end, tmp)) = st.begin_compaction()? else {
+            return Ok(None);
+        };
+        // sized up front: no reallocation (a 40 MB copy) or rehash under the lock
+        let mut records = 0;
+        self.graph.for_each_stored(|_| records += 1);
+        let mut image = Vec::with_capacity(usize::try_from(end).unwrap_or(0));
+        image.push(store::STORE_VERSION);
+        let mut moved = HashMap::with_capacity(records);
+        self.graph.for_each_stored(|s| {
+            // a message the store never took (a failed write) stays out
+            if let Some(o) = s.offset {
+                moved.insert(o, (image.len() as u64, s.msg.len()));
+                store::encode_record(&mut image, 0, s.seen, &s.msg);
+            }
+        });
+        Ok(Some(CompactionPlan {
+            image_len: image.len() as u64,
+            image,
+            tmp,
+            end,
+            moved,
+        }))
+    }
+
+    /// Phase 3 of a compaction: point every kept message at its record in
+    /// the new file (records appended since phase 1 follow the image), flag
+    /// the image's records superseded or pruned meanwhile, and swap the new
+    /// file in. `written` is phase 2's result; an error there abandons the
+    /// compaction.
+    ///
+    /// # Errors
+    /// Phase 2's error, or see [`Store::finish_compaction`]; the old store
+    /// then stays in use and nothing moved.
+    pub fn finish_compaction(
+        &mut self,
+        plan: CompactionPlan,
+        written: Result<store::CompactionFile, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(st) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let file = match written {
+            Ok(f) => f,
+            Err(e) => {
+                st.abort_compaction();
+                return Err(e);
+            }
+        };
+        let (end, image_len) = (plan.end, plan.image_len);
+        let mut offsets = Vec::new();
+        let mut referenced = HashSet::new();
+        self.graph.for_each_stored(|s| {
+            let new = s.offset.and_then(|o| {
+                if o >= end {
+                    Some(image_len + (o - end))
+                } else {
+                    plan.moved.get(&o).map(|m| m.0)
+                }
+            });
+            if let Some(n) = new.filter(|n| *n < image_len) {
+                referenced.insert(n);
+            }
+            offsets.push(new);
+        });
+        let deleted: Vec<(u64, usize)> = plan
+            .moved
+            .values()
+            .filter(|(n, _)| !referenced.contains(n))
+            .copied()
+            .collect();
+        st.finish_compaction(file, &deleted)?;
+        let mut it = offsets.into_iter();
+        self.graph
+            .for_each_stored_mut(|s| s.offset = it.next().flatten());
+        Ok(())
     }
 
     /// Flush the store's pending writes and `fdatasync` it.
@@ -640,16 +729,13 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         }
     }
 
-    /// Write pending records; compact when dead records pass half the file.
+    /// Write pending records (compaction is the caller's, outside its
+    /// lock: see [`Pipeline::wants_compaction`]).
     fn after_write(&mut self) -> Result<(), StoreError> {
-        let Some(st) = self.store.as_mut() else {
-            return Ok(());
-        };
-        st.flush(false)?;
-        if st.wants_compaction() {
-            self.compact()?;
+        match self.store.as_mut() {
+            Some(st) => st.flush(false),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Keep the accepted messages of a batch in the graph (and the store),
@@ -1159,8 +1245,27 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let r = verifier.verify(&b.announcement_jobs());
         self.apply_announcements(&mut b, r);
         let r = verifier.verify(&b.candidate_jobs());
-        self.finish(b, r)
+        let mut done = self.finish(b, r);
+        if done.store_error.is_none() && self.wants_compaction() {
+            done.store_error = self.compact().err();
+        }
+        done
     }
+}
+
+/// A compaction between its phases (see [`Pipeline::begin_compaction`]).
+#[derive(Debug)]
+pub struct CompactionPlan {
+    /// The new file's bytes: the version byte and every live record.
+    pub image: Vec<u8>,
+    /// Where phase 2 writes it (`PATH.compact`).
+    pub tmp: std::path::PathBuf,
+    image_len: u64,
+    /// Where the store ended at phase 1.
+    end: u64,
+    /// Offset of a record in the old file: its offset in the image and
+    /// its message length.
+    moved: HashMap<u64, (u64, usize)>,
 }
 
 /// A batch between the steps of a split [`Pipeline::process`].

@@ -32,11 +32,30 @@ pub const DEFAULT_PEER_SHARE_DIVISOR: usize = 4;
 
 impl Default for QueueLimits {
     fn default() -> Self {
+        QueueLimits::with_defaults(None, None, None, None)
+    }
+}
+
+impl QueueLimits {
+    /// The limits given, the others by default: the global caps
+    /// [`DEFAULT_MAX_QUEUE_BYTES`] and [`DEFAULT_MAX_QUEUE_MESSAGES`], each
+    /// per-peer share a [`DEFAULT_PEER_SHARE_DIVISOR`]th of its global cap
+    /// (at least 1). The API's bounds on each value are in [`crate::limits`].
+    pub fn with_defaults(
+        max_bytes: Option<usize>,
+        max_messages: Option<usize>,
+        per_peer_bytes: Option<usize>,
+        per_peer_messages: Option<usize>,
+    ) -> Self {
+        let max_bytes = max_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES);
+        let max_messages = max_messages.unwrap_or(DEFAULT_MAX_QUEUE_MESSAGES);
         QueueLimits {
-            max_bytes: DEFAULT_MAX_QUEUE_BYTES,
-            max_messages: DEFAULT_MAX_QUEUE_MESSAGES,
-            per_peer_bytes: DEFAULT_MAX_QUEUE_BYTES / DEFAULT_PEER_SHARE_DIVISOR,
-            per_peer_messages: DEFAULT_MAX_QUEUE_MESSAGES / DEFAULT_PEER_SHARE_DIVISOR,
+            max_bytes,
+            max_messages,
+            per_peer_bytes: per_peer_bytes
+                .unwrap_or((max_bytes / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
+            per_peer_messages: per_peer_messages
+                .unwrap_or((max_messages / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
         }
     }
 }

@@ -366,6 +366,42 @@ pub struct Store {
     dirty: bool,
     sync_interval: Duration,
     stats: StoreStats,
+    /// Where the file ended when a compaction began (its image holds the
+    /// live records before that point); `None` when none is in progress.
+    compacting: Option<u64>,
+}
+
+/// The image of a compaction, written to `PATH.compact` and synced by
+/// [`write_compaction`] while the pipeline goes on (no lock held).
+#[derive(Debug)]
+pub struct CompactionFile {
+    file: File,
+    len: u64,
+}
+
+/// Phase 2 of a compaction (see [`Store::begin_compaction`]): write
+/// `image` to `tmp`, sync it, and lock it. Touches no [`Store`], so it runs
+/// without the pipeline's lock.
+///
+/// # Errors
+/// [`StoreError::Io`] when the file cannot be written or synced;
+/// [`StoreError::Locked`] when another process holds it.
+pub fn write_compaction(tmp: &Path, image: &[u8]) -> Result<CompactionFile, StoreError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io_err(format!("creating {}", tmp.display())))?;
+    f.write_all(image)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(format!("writing {}", tmp.display())))?;
+    f.try_lock().map_err(|_| StoreError::Locked(tmp.into()))?;
+    Ok(CompactionFile {
+        file: f,
+        len: image.len() as u64,
+    })
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
@@ -518,6 +554,7 @@ impl Store {
             dirty: false,
             sync_interval: Duration::from_millis(DEFAULT_SYNC_INTERVAL_MS),
             stats: StoreStats::default(),
+            compacting: None,
         };
         if let Some(image) = repaired {
             store.swap_in(&image)?;
@@ -614,9 +651,128 @@ impl Store {
         Ok(())
     }
 
-    /// Whether deleted records pass half the file.
+    /// Whether deleted records pass half the file (and no compaction is
+    /// in progress).
     pub fn wants_compaction(&self) -> bool {
-        self.dead_bytes > 0 && self.dead_bytes * 2 > self.len()
+        self.compacting.is_none() && self.dead_bytes > 0 && self.dead_bytes * 2 > self.len()
+    }
+
+    /// Whether a compaction is in progress.
+    pub fn compacting(&self) -> bool {
+        self.compacting.is_some()
+    }
+
+    /// Phase 1 of a compaction that does not stall the pipeline: write what
+    /// is pending and note where the file ends now; the caller builds the
+    /// image of the live records (all before that point), has it written by
+    /// [`write_compaction`] to the returned path without holding its lock,
+    /// and ends with [`Store::finish_compaction`] (or
+    /// [`Store::abort_compaction`]). Records appended meanwhile go on to
+    /// this file and are carried over at the end.
+    ///
+    /// Returns `None` when a compaction is already in progress.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the pending records cannot be written.
+    pub fn begin_compaction(&mut self) -> Result<Option<(u64, PathBuf)>, StoreError> {
+        if self.compacting.is_some() {
+            return Ok(None);
+        }
+        self.flush(false)?;
+        self.compacting = Some(self.len);
+        Ok(Some((self.len, compaction_path(&self.path))))
+    }
+
+    /// Give up a compaction begun by [`Store::begin_compaction`] (its image
+    /// could not be written): remove the file, go on with this one.
+    pub fn abort_compaction(&mut self) {
+        if self.compacting.take().is_some() {
+            let _ = fs::remove_file(compaction_path(&self.path));
+        }
+    }
+
+    /// Phase 3: carry the records appended since phase 1 (every byte from
+    /// where the file ended then) over to `new` after its image, flag
+    /// `deleted` (offsets in `new` of image records superseded meanwhile,
+    /// with their message lengths), sync, rename it over the store, and go
+    /// on appending to it. A record at offset `o` of this file past where
+    /// it ended at phase 1 is at `new.len + o - end` in the new one.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] on any failure; the compaction is abandoned and
+    /// the old store stays in place and in use.
+    pub fn finish_compaction(
+        &mut self,
+        new: CompactionFile,
+        deleted: &[(u64, usize)],
+    ) -> Result<(), StoreError> {
+        let Some(end) = self.compacting else {
+            return Err(StoreError::Io(
+                format!(
+                    "finishing a compaction of {} never begun",
+                    self.path.display()
+                ),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ));
+        };
+        let r = self.carry_over(new, end, deleted);
+        self.compacting = None;
+        if r.is_err() {
+            let _ = fs::remove_file(compaction_path(&self.path));
+        }
+        r
+    }
+
+    fn carry_over(
+        &mut self,
+        new: CompactionFile,
+        end: u64,
+        deleted: &[(u64, usize)],
+    ) -> Result<(), StoreError> {
+        self.flush(false)?;
+        let tmp = compaction_path(&self.path);
+        let mut tail = vec![0u8; (self.len - end) as usize];
+        self.file
+            .read_exact_at(&mut tail, end)
+            .map_err(io_err(format!("reading {}", self.path.display())))?;
+        // deleted records among those carried over stay dead bytes
+        let mut dead = 0u64;
+        let mut p = 0usize;
+        while let Some(h) = tail.get(p..p + HEADER_LEN) {
+            let flags = u16::from_be_bytes([h[0], h[1]]);
+            let len = u16::from_be_bytes([h[2], h[3]]) as usize;
+            if flags & FLAG_DELETED != 0 {
+                dead += (HEADER_LEN + len) as u64;
+            }
+            p += HEADER_LEN + len;
+        }
+        let write = |buf: &[u8], at: u64| {
+            new.file
+                .write_all_at(buf, at)
+                .map_err(io_err(format!("writing {}", tmp.display())))
+        };
+        write(&tail, new.len)?;
+        let flag = (FLAG_COMPLETE | FLAG_DELETED).to_be_bytes();
+        for &(off, len) in deleted {
+            write(&flag, off)?;
+            dead += (HEADER_LEN + len) as u64;
+        }
+        new.file
+            .sync_all()
+            .map_err(io_err(format!("syncing {}", tmp.display())))?;
+        fs::rename(&tmp, &self.path).map_err(io_err(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            self.path.display()
+        )))?;
+        sync_dir(&self.path)?;
+        self.file = new.file;
+        self.len = new.len + tail.len() as u64;
+        self.dead_bytes = dead;
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        self.stats.compactions += 1;
+        Ok(())
     }
 
     /// Replace the file with `image` (a version byte and the live records,

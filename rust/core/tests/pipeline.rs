@@ -756,3 +756,160 @@ fn frames_from_a_flooding_peer_wait_in_the_decoder_and_are_all_decided() {
     assert_eq!(p.graph().channel_count(), anns.len());
     assert_eq!(dec.buffered(), 0);
 }
+
+/// A shared pipeline (`lngossip_core::shared`) with `threads` verifiers.
+fn shared(threads: usize) -> lngossip_core::shared::SharedPipeline<Vec<u8>> {
+    let cfg = Config {
+        threads,
+        ..Config::default()
+    };
+    let v = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity).expect("pool");
+    lngossip_core::shared::SharedPipeline::new(Pipeline::new(cfg), v)
+}
+
+#[test]
+fn submit_and_read_from_another_thread_between_the_steps_of_process() {
+    use lngossip_core::shared::Step;
+    let k = Keys::new();
+    let sp = shared(2);
+    for m in small_graph(&k, 1000) {
+        sp.submit(1, m).unwrap();
+    }
+    let later = announcements(&k, 3 << 40, 3);
+    let mut steps = Vec::new();
+    let done = sp
+        .process_observed(100, |step| {
+            // another thread submits and reads while this batch is between steps
+            let (decision, channels) = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let i = steps.len();
+                    let a = sp.submit(2, later[i].clone()).unwrap();
+                    (a.decision, sp.lock().unwrap().graph().channel_count())
+                })
+                .join()
+                .unwrap()
+            });
+            steps.push((step, decision, channels));
+        })
+        .unwrap();
+    assert_eq!(
+        steps,
+        vec![
+            // a reader sees none of the batch until it is finished, then all of it
+            (Step::Begun, Decision::Queued, 0),
+            (Step::AnnouncementsApplied, Decision::Queued, 0),
+            (Step::Finished, Decision::Queued, 2),
+        ]
+    );
+    assert_eq!(done.accepted.len(), 6);
+    // what was submitted meanwhile waits for the next batch, and is accepted then
+    let next = sp.process(100).unwrap();
+    assert_eq!(next.accepted.len(), 3);
+    assert_eq!(sp.lock().unwrap().graph().channel_count(), 5);
+}
+
+#[test]
+fn compaction_runs_while_batches_are_accepted_and_loses_nothing() {
+    use lngossip_core::shared::Step;
+    let k = Keys::new();
+    let path = temp_store("shared-compact.gs");
+    let sp = shared(2);
+    sp.lock().unwrap().open_store(&path).unwrap();
+    for m in small_graph(&k, 1000) {
+        sp.submit(0, m).unwrap();
+    }
+    sp.process(100).unwrap();
+    // superseded records (the single-threaded `process` compacts on its own,
+    // the shared one only through `compact`)
+    let ts = 1001;
+    for t in ts..ts + 40 {
+        sp.submit(0, k.update(2 << 40, 0, t, k.signer(2, 3, 0)))
+            .unwrap();
+        sp.submit(0, k.update(1 << 40, 1, t, k.signer(1, 2, 1)))
+            .unwrap();
+    }
+    let before = sp.lock().unwrap().store().unwrap().stats().compactions;
+    let mut during = Vec::new();
+    let r = sp
+        .compact_observed(|step| {
+            // while the image is built and written: batches come in,
+            // superseding records of the image and adding new ones
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let n = sp.process(100).unwrap().accepted.len();
+                    let t = 5000 + during.len() as u32;
+                    sp.submit(0, k.update(1 << 40, 0, t, k.signer(1, 2, 0)))
+                        .unwrap();
+                    sp.submit(0, k.announcement((9 << 40) + u64::from(t), 4, 5))
+                        .unwrap();
+                    let m = sp.process(100).unwrap().accepted.len();
+                    during.push((step, n, m));
+                });
+            });
+        })
+        .unwrap()
+        .unwrap();
+    assert!(r);
+    assert_eq!(during.len(), 2);
+    assert_eq!(during[0].0, Step::CompactionImage);
+    assert_eq!(
+        during[0].1, 80,
+        "the queued updates were accepted mid-compaction"
+    );
+    assert!(during.iter().all(|d| d.2 == 2));
+    let live = sp.lock().unwrap();
+    assert_eq!(live.store().unwrap().stats().compactions, before + 1);
+    let expect: Vec<(u64, Vec<Option<u32>>)> = (1..=2)
+        .chain([9])
+        .flat_map(|b| {
+            live.graph()
+                .short_channel_ids_after(Some((b << 40) - 1), 100)
+        })
+        .map(|s| {
+            let c = live.graph().channel(s).unwrap();
+            (
+                s,
+                c.updates
+                    .iter()
+                    .map(|u| u.as_ref().map(|u| u.timestamp))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut kept = 0;
+    live.graph().for_each_stored(|_| kept += 1);
+    drop(live);
+    drop(sp);
+    // the compacted file, reopened, holds exactly the live graph, no damage;
+    // every record superseded during the compaction is flagged deleted
+    let image = std::fs::read(&path).unwrap();
+    let scan = lngossip_core::store::scan(&image).unwrap();
+    assert!(scan.damage.is_none() && scan.skipped.is_empty());
+    let flagged_live = scan
+        .records
+        .iter()
+        .filter(|r| r.flags & lngossip_core::store::FLAG_DELETED == 0)
+        .count();
+    assert_eq!(flagged_live, kept);
+    let mut p = pipeline();
+    let rep = p.open_store(&path).unwrap();
+    assert_eq!(rep.truncated_bytes, 0);
+    assert_eq!(p.graph().channel_count(), 4);
+    let c = p.graph().channel(1 << 40).unwrap();
+    assert_eq!(c.updates[0].as_ref().unwrap().timestamp, 5001);
+    assert_eq!(c.updates[1].as_ref().unwrap().timestamp, ts + 39);
+    let got: Vec<(u64, Vec<Option<u32>>)> = expect
+        .iter()
+        .map(|(s, _)| {
+            let c = p.graph().channel(*s).unwrap();
+            (
+                *s,
+                c.updates
+                    .iter()
+                    .map(|u| u.as_ref().map(|u| u.timestamp))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expect);
+}

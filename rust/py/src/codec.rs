@@ -1,7 +1,6 @@
 //! `lngossip._core.Codec`: BOLT #8 frames of one connection, decrypted and
 //! submitted to the pipeline one socket read at a time (see `_core.pyi`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
 use lngossip_core::pipeline::Decision;
@@ -13,7 +12,8 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::{decision_members, err, internal, Msg, PyPipeline, Shared};
+use crate::errors::{config, detached, exc, guarded, internal, Error};
+use crate::{decision_members, Msg, PyPipeline, Shared};
 
 const DECISIONS: usize = Decision::ALL.len();
 
@@ -23,25 +23,9 @@ fn is_gossip(msg: &[u8]) -> bool {
     MsgKind::of(msg) != MsgKind::Unknown
 }
 
-fn transport_error(py: Python<'_>, reason: &str, detail: String) -> PyErr {
-    match py
-        .import("lngossip.net.transport")
-        .and_then(|m| m.getattr("TransportError"))
-        .and_then(|c| c.call1((reason, detail)))
-    {
-        Ok(e) => PyErr::from_value(e),
-        Err(e) => e,
-    }
-}
-
-fn key(py: Python<'_>, name: &str, b: &[u8]) -> PyResult<[u8; 32]> {
-    b.try_into().map_err(|_| {
-        err(
-            py,
-            "ConfigError",
-            format!("{name} must be 32 bytes, got {}", b.len()),
-        )
-    })
+fn key(name: &str, b: &[u8]) -> PyResult<[u8; 32]> {
+    b.try_into()
+        .map_err(|_| config(format!("{name} must be 32 bytes, got {}", b.len())))
 }
 
 struct State {
@@ -183,7 +167,7 @@ pub(crate) struct PyCodec {
 impl PyCodec {
     fn state<'a>(&'a self, py: Python<'_>) -> PyResult<std::sync::MutexGuard<'a, State>> {
         use pyo3::sync::MutexExt;
-        self.state.lock_py_attached(py).map_err(|_| internal(py))
+        self.state.lock_py_attached(py).map_err(|_| internal())
     }
 }
 
@@ -191,19 +175,18 @@ impl PyCodec {
 impl PyCodec {
     #[new]
     fn new(
-        py: Python<'_>,
         send_key: &[u8],
         send_chaining_key: &[u8],
         recv_key: &[u8],
         recv_chaining_key: &[u8],
     ) -> PyResult<Self> {
         let send = CipherState::new(
-            key(py, "send_key", send_key)?,
-            key(py, "send_chaining_key", send_chaining_key)?,
+            key("send_key", send_key)?,
+            key("send_chaining_key", send_chaining_key)?,
         );
         let recv = CipherState::new(
-            key(py, "recv_key", recv_key)?,
-            key(py, "recv_chaining_key", recv_chaining_key)?,
+            key("recv_key", recv_key)?,
+            key("recv_chaining_key", recv_chaining_key)?,
         );
         Ok(PyCodec {
             state: Mutex::new(State {
@@ -224,30 +207,20 @@ impl PyCodec {
     fn feed(&self, py: Python<'_>, data: Option<&[u8]>, limit: Option<usize>) -> PyResult<PyFeed> {
         let data = data.unwrap_or(&[]);
         if limit == Some(0) {
-            return Err(err(py, "ConfigError", "limit must be at least 1".into()));
+            return Err(config("limit must be at least 1"));
         }
-        let fed = py
-            .detach(|| {
-                let mut st = self.state.lock().ok()?;
-                if st.held.is_some() && !data.is_empty() {
-                    // the caller must not read while paused
-                    return Some(Err(()));
-                }
-                catch_unwind(AssertUnwindSafe(|| {
-                    st.feed(data, limit.unwrap_or(usize::MAX))
-                }))
-                .ok()
-                .flatten()
-                .map(Ok)
-            })
-            .ok_or_else(|| internal(py))?
-            .map_err(|()| {
-                err(
-                    py,
-                    "GossipError",
-                    "Codec.feed(data) while paused: call feed() without data until it is no longer paused".into(),
-                )
-            })?;
+        let fed = detached(py, || -> Result<Fed, PyErr> {
+            let mut st = self.state.lock().map_err(|_| internal())?;
+            if st.held.is_some() && !data.is_empty() {
+                // the caller must not read while paused
+                return Err(exc::GossipError::new_err(
+                    "Codec.feed(data) while paused: call feed() without data until it is no \
+                     longer paused",
+                ));
+            }
+            st.feed(data, limit.unwrap_or(usize::MAX))
+                .ok_or_else(internal)
+        })?;
         let messages = PyList::new(py, fed.messages.iter().map(|m| PyBytes::new(py, m)))?;
         Ok(PyFeed {
             messages: messages.unbind(),
@@ -263,9 +236,7 @@ impl PyCodec {
     fn encode<'py>(&self, py: Python<'py>, message: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let mut st = self.state(py)?;
         let mut out = Vec::with_capacity(HEADER_LEN + message.len() + MAC_LEN);
-        catch_unwind(AssertUnwindSafe(|| st.enc.encode(message, &mut out)))
-            .map_err(|_| internal(py))?
-            .map_err(|e| too_long(py, e.0))?;
+        guarded(|| st.enc.encode(message, &mut out).map_err(|e| too_long(e.0)))?;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -275,26 +246,20 @@ impl PyCodec {
         messages: Vec<PyBackedBytes>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         if let Some(m) = messages.iter().find(|m| m.len() > MAX_MESSAGE_LEN) {
-            return Err(too_long(py, m.len()));
+            return Err(too_long(m.len()));
         }
         let total: usize = messages
             .iter()
             .map(|m| HEADER_LEN + m.len() + MAC_LEN)
             .sum();
-        let out = py
-            .detach(|| {
-                let mut st = self.state.lock().ok()?;
-                catch_unwind(AssertUnwindSafe(|| {
-                    let mut out = Vec::with_capacity(total);
-                    for m in &messages {
-                        st.enc.encode(m, &mut out).ok()?;
-                    }
-                    Some(out)
-                }))
-                .ok()
-                .flatten()
-            })
-            .ok_or_else(|| internal(py))?;
+        let out = detached(py, || -> Result<Vec<u8>, PyErr> {
+            let mut st = self.state.lock().map_err(|_| internal())?;
+            let mut out = Vec::with_capacity(total);
+            for m in &messages {
+                st.enc.encode(m, &mut out).map_err(|e| too_long(e.0))?;
+            }
+            Ok(out)
+        })?;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -329,8 +294,8 @@ impl PyCodec {
     }
 }
 
-fn too_long(py: Python<'_>, n: usize) -> PyErr {
-    transport_error(py, "too_long", format!("{n} bytes > {MAX_MESSAGE_LEN}"))
+fn too_long(n: usize) -> PyErr {
+    Error::Transport("too_long", format!("{n} bytes > {MAX_MESSAGE_LEN}")).into()
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,61 +1,38 @@
 //! `lngossip._core`: the PyO3 binding of `lngossip-core`.
 
 mod codec;
+mod errors;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lngossip_core::graph::Cursor;
 use lngossip_core::limits;
 use lngossip_core::pipeline::{Config, Counters, Decision, Policy};
-use lngossip_core::queue::{QueueLimits, DEFAULT_PEER_SHARE_DIVISOR};
-use lngossip_core::store::{OpenReport, StoreError};
+use lngossip_core::queue::QueueLimits;
+use lngossip_core::shared::SharedPipeline;
+use lngossip_core::store::OpenReport;
 use lngossip_core::verify::Verifier;
 use lngossip_core::wire::{Malformed, MsgKind, NodeId};
 use lngossip_core::Pipeline;
 use lngossip_core::{columns, rgs};
+
+use crate::errors::{config, detached, guarded, internal, Error};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::{MutexExt, PyOnceLock};
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 
-fn err(py: Python<'_>, class: &str, msg: String) -> PyErr {
-    match py
-        .import("lngossip.errors")
-        .and_then(|m| m.getattr(class))
-        .and_then(|c| c.call1((msg.clone(),)))
-    {
-        Ok(e) => PyErr::from_value(e),
-        Err(e) => e,
-    }
-}
-
-fn internal(py: Python<'_>) -> PyErr {
-    err(
-        py,
-        "InternalError",
-        "lngossip core failed an internal check; the pipeline is unusable".into(),
-    )
-}
-
-fn store_err(py: Python<'_>, e: &StoreError) -> PyErr {
-    err(py, "StoreError", e.to_string())
-}
-
 /// `value` of `argument` if it lies in `bound` (see `lngossip_core::limits`);
 /// `ConfigError` naming the argument and the range otherwise.
-fn checked(py: Python<'_>, bound: limits::Bound, argument: &str, value: i128) -> PyResult<u64> {
-    bound
-        .check(argument, value)
-        .map_err(|m| err(py, "ConfigError", m))
+fn checked(bound: limits::Bound, argument: &str, value: i128) -> PyResult<u64> {
+    bound.check(argument, value).map_err(config)
 }
 
 /// [`checked`] for an argument taken as any object (so an integer too big
 /// for an `i128` is a `ConfigError` too); `None` stays `None`.
 fn checked_opt(
-    py: Python<'_>,
     bound: limits::Bound,
     argument: &str,
     value: Option<&Bound<'_, PyAny>>,
@@ -64,24 +41,21 @@ fn checked_opt(
         return Ok(None);
     };
     match v.extract::<i128>() {
-        Ok(i) => checked(py, bound, argument, i).map(Some),
-        Err(_) if v.is_instance_of::<PyInt>() => Err(err(
-            py,
-            "ConfigError",
-            bound.message(argument, &v.to_string()),
-        )),
+        Ok(i) => checked(bound, argument, i).map(Some),
+        Err(_) if v.is_instance_of::<PyInt>() => {
+            Err(config(bound.message(argument, &v.to_string())))
+        }
         Err(e) => Err(e),
     }
 }
 
 /// [`checked_opt`] as a `usize` (every bound fits one on 64-bit targets).
 fn checked_size(
-    py: Python<'_>,
     bound: limits::Bound,
     argument: &str,
     value: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<usize>> {
-    Ok(checked_opt(py, bound, argument, value)?.map(|v| usize::try_from(v).unwrap_or(usize::MAX)))
+    Ok(checked_opt(bound, argument, value)?.map(|v| usize::try_from(v).unwrap_or(usize::MAX)))
 }
 
 /// `lngossip.wire.Decision` members, in `Decision::ALL` order.
@@ -114,15 +88,13 @@ fn outcome_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .bind(py))
 }
 
-fn parse_policy(py: Python<'_>, policy: &str) -> PyResult<Policy> {
+fn parse_policy(policy: &str) -> PyResult<Policy> {
     match policy {
         "archive" => Ok(Policy::Archive),
         "live" => Ok(Policy::Live),
-        other => Err(err(
-            py,
-            "ConfigError",
-            format!("policy must be 'archive' or 'live', got {other:?}"),
-        )),
+        other => Err(config(format!(
+            "policy must be 'archive' or 'live', got {other:?}"
+        ))),
     }
 }
 
@@ -213,17 +185,15 @@ impl<'py> IntoPyObject<'py> for Msg {
     }
 }
 
-type Shared = Arc<Mutex<Pipeline<Msg>>>;
+type Shared = Arc<SharedPipeline<Msg>>;
 
 /// The gossip pipeline (see `lngossip/_core.pyi` for the documentation).
 #[pyclass(name = "Pipeline", module = "lngossip._core", frozen)]
 struct PyPipeline {
-    /// Queue, seen-set, orphans, graph, store: locked briefly by `submit`,
-    /// by the graph's readers and by the apply steps of `process`.
+    /// The pipeline and its verifier (`lngossip_core::shared`): locked
+    /// briefly by `submit`, by the graph's readers and by the cheap steps of
+    /// `process`; verification and writing a compacted store run unlocked.
     inner: Shared,
-    /// Held for a whole `process` (one batch verifies at a time); `submit`
-    /// never waits for it, so sockets keep being read while a batch verifies.
-    verifier: Mutex<Verifier>,
     threads: usize,
     /// What opening the store found (`None`: no store).
     opened: Option<(PathBuf, OpenReport)>,
@@ -299,115 +269,85 @@ impl PyPipeline {
             NOW, ORPHAN_BYTES, ORPHAN_CAPACITY, PUBKEY_CACHE_CAPACITY, QUEUE_BYTES, QUEUE_MESSAGES,
             SEEN_CAPACITY, STORE_SYNC_INTERVAL_MS, THREADS,
         };
-        let now = checked_opt(py, NOW, "now", now.as_ref())?;
+        let now = checked_opt(NOW, "now", now.as_ref())?;
         let max_queue_bytes =
-            checked_size(py, QUEUE_BYTES, "max_queue_bytes", max_queue_bytes.as_ref())?;
+            checked_size(QUEUE_BYTES, "max_queue_bytes", max_queue_bytes.as_ref())?;
         let max_queue_messages = checked_size(
-            py,
             QUEUE_MESSAGES,
             "max_queue_messages",
             max_queue_messages.as_ref(),
         )?;
-        let per_peer_bytes =
-            checked_size(py, QUEUE_BYTES, "per_peer_bytes", per_peer_bytes.as_ref())?;
+        let per_peer_bytes = checked_size(QUEUE_BYTES, "per_peer_bytes", per_peer_bytes.as_ref())?;
         let per_peer_messages = checked_size(
-            py,
             QUEUE_MESSAGES,
             "per_peer_messages",
             per_peer_messages.as_ref(),
         )?;
-        let orphan_capacity = checked_size(
-            py,
-            ORPHAN_CAPACITY,
-            "orphan_capacity",
-            orphan_capacity.as_ref(),
-        )?;
-        let orphan_max_bytes = checked_size(
-            py,
-            ORPHAN_BYTES,
-            "orphan_max_bytes",
-            orphan_max_bytes.as_ref(),
-        )?;
-        let seen_capacity =
-            checked_size(py, SEEN_CAPACITY, "seen_capacity", seen_capacity.as_ref())?;
+        let orphan_capacity =
+            checked_size(ORPHAN_CAPACITY, "orphan_capacity", orphan_capacity.as_ref())?;
+        let orphan_max_bytes =
+            checked_size(ORPHAN_BYTES, "orphan_max_bytes", orphan_max_bytes.as_ref())?;
+        let seen_capacity = checked_size(SEEN_CAPACITY, "seen_capacity", seen_capacity.as_ref())?;
         let pubkey_cache_capacity = checked_size(
-            py,
             PUBKEY_CACHE_CAPACITY,
             "pubkey_cache_capacity",
             pubkey_cache_capacity.as_ref(),
         )?;
-        let threads = checked_size(py, THREADS, "threads", threads.as_ref())?;
+        let threads = checked_size(THREADS, "threads", threads.as_ref())?;
         let store_sync_interval_ms = checked_opt(
-            py,
             STORE_SYNC_INTERVAL_MS,
             "store_sync_interval_ms",
             store_sync_interval_ms.as_ref(),
         )?;
-        let mut cfg = Config::for_policy(parse_policy(py, policy)?);
+        let mut cfg = Config::for_policy(parse_policy(policy)?);
         if let Some(ch) = chain_hash {
-            cfg.chain_hash = ch.try_into().map_err(|_| {
-                err(
-                    py,
-                    "ConfigError",
-                    format!("chain_hash must be 32 bytes, got {}", ch.len()),
-                )
-            })?;
+            cfg.chain_hash = ch
+                .try_into()
+                .map_err(|_| config(format!("chain_hash must be 32 bytes, got {}", ch.len())))?;
         }
-        let max_bytes = max_queue_bytes.unwrap_or(cfg.queue.max_bytes);
-        let max_messages = max_queue_messages.unwrap_or(cfg.queue.max_messages);
         cfg.now = now;
-        cfg.queue = QueueLimits {
-            max_bytes,
-            max_messages,
-            per_peer_bytes: per_peer_bytes
-                .unwrap_or((max_bytes / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
-            per_peer_messages: per_peer_messages
-                .unwrap_or((max_messages / DEFAULT_PEER_SHARE_DIVISOR).max(1)),
-        };
+        cfg.queue = QueueLimits::with_defaults(
+            max_queue_bytes,
+            max_queue_messages,
+            per_peer_bytes,
+            per_peer_messages,
+        );
         cfg.orphan_capacity = orphan_capacity.unwrap_or(cfg.orphan_capacity);
         cfg.orphan_max_bytes = orphan_max_bytes.unwrap_or(cfg.orphan_max_bytes);
         cfg.seen_capacity = seen_capacity.unwrap_or(cfg.seen_capacity);
         cfg.pubkey_cache_capacity = pubkey_cache_capacity.unwrap_or(cfg.pubkey_cache_capacity);
         cfg.threads = threads.unwrap_or(cfg.threads);
-        let mut verifier = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity)
-            .map_err(|e| err(py, "ConfigError", e))?;
+        let mut verifier = Verifier::new(cfg.threads, cfg.pubkey_cache_capacity).map_err(config)?;
         let mut pipeline = Pipeline::new(cfg);
         let opened = match store {
             None => None,
             Some(path) => {
-                let rep = py
-                    .detach(|| {
-                        catch_unwind(AssertUnwindSafe(|| {
-                            let r = if verify_store {
-                                pipeline.open_store_verified(&path, &mut verifier)
-                            } else {
-                                pipeline.open_store(&path)
-                            };
-                            if let (Ok(_), Some(ms), Some(st)) =
-                                (&r, store_sync_interval_ms, pipeline.store_mut())
-                            {
-                                st.set_sync_interval(std::time::Duration::from_millis(ms));
-                            }
-                            r
-                        }))
-                    })
-                    .map_err(|_| internal(py))?
-                    .map_err(|e| store_err(py, &e))?;
+                let rep = detached(py, || {
+                    let r = if verify_store {
+                        pipeline.open_store_verified(&path, &mut verifier)
+                    } else {
+                        pipeline.open_store(&path)
+                    };
+                    if let (Ok(_), Some(ms), Some(st)) =
+                        (&r, store_sync_interval_ms, pipeline.store_mut())
+                    {
+                        st.set_sync_interval(std::time::Duration::from_millis(ms));
+                    }
+                    r.map_err(Error::from)
+                })?;
                 Some((path, rep))
             }
         };
         Ok(PyPipeline {
             threads: verifier.threads(),
-            inner: Arc::new(Mutex::new(pipeline)),
-            verifier: Mutex::new(verifier),
+            inner: Arc::new(SharedPipeline::new(pipeline, verifier)),
             opened,
         })
     }
 
     fn submit(&self, py: Python<'_>, peer: u64, msg: PyBackedBytes) -> PyResult<PyAdmission> {
         let mut g = self.lock(py)?;
-        let a = catch_unwind(AssertUnwindSafe(|| g.submit(peer, Msg::Py(msg))))
-            .map_err(|_| internal(py))?;
+        let a = guarded(|| Ok::<_, PyErr>(g.submit(peer, Msg::Py(msg))))?;
         Ok(PyAdmission {
             seq: a.seq,
             decision: a.decision,
@@ -417,22 +357,10 @@ impl PyPipeline {
 
     #[pyo3(signature = (max_messages = 4096))]
     fn process(&self, py: Python<'_>, max_messages: i128) -> PyResult<PyProcessResult> {
-        let max_messages = checked(py, limits::BATCH, "max_messages", max_messages)? as usize;
-        let done = py.detach(|| {
-            let mut v = self.verifier.lock().ok()?;
-            catch_unwind(AssertUnwindSafe(|| {
-                let mut b = self.inner.lock().ok()?.begin(max_messages);
-                let r = v.verify(&b.announcement_jobs());
-                self.inner.lock().ok()?.apply_announcements(&mut b, r);
-                let r = v.verify(&b.candidate_jobs());
-                Some(self.inner.lock().ok()?.finish(b, r))
-            }))
-            .ok()
-            .flatten()
-        });
-        let done = done.ok_or_else(|| internal(py))?;
-        if let Some(e) = &done.store_error {
-            return Err(store_err(py, e));
+        let max_messages = checked(limits::BATCH, "max_messages", max_messages)? as usize;
+        let mut done = detached(py, || self.inner.process(max_messages).map_err(Error::from))?;
+        if let Some(e) = done.store_error.take() {
+            return Err(Error::Store(e).into());
         }
         let cls = outcome_class(py)?;
         let members = decision_members(py)?;
@@ -478,7 +406,7 @@ impl PyPipeline {
     }
 
     fn set_policy(&self, py: Python<'_>, policy: &str) -> PyResult<()> {
-        let p = parse_policy(py, policy)?;
+        let p = parse_policy(policy)?;
         self.lock(py)?.set_policy(p);
         Ok(())
     }
@@ -493,36 +421,34 @@ impl PyPipeline {
 
     #[pyo3(signature = (now = None))]
     fn prune(&self, py: Python<'_>, now: Option<Bound<'_, PyAny>>) -> PyResult<(usize, usize)> {
-        let now = checked_opt(py, limits::NOW, "now", now.as_ref())?;
-        let inner = self.inner.clone();
-        let r = py
-            .detach(|| {
-                let mut g = inner.lock().ok()?;
-                catch_unwind(AssertUnwindSafe(|| g.prune(now))).ok()
-            })
-            .ok_or_else(|| internal(py))?
-            .map_err(|e| store_err(py, &e))?;
+        let now = checked_opt(limits::NOW, "now", now.as_ref())?;
+        let r = detached(py, || -> Result<_, Error> {
+            let r = self.inner.lock()?.prune(now)?;
+            // a prune that leaves half the store dead compacts it, unlocked
+            if self.inner.lock()?.wants_compaction() {
+                self.inner.compact()??;
+            }
+            Ok(r)
+        })?;
         Ok((r.channels, r.nodes))
     }
 
     fn compact(&self, py: Python<'_>) -> PyResult<bool> {
-        let inner = self.inner.clone();
-        py.detach(|| {
-            let mut g = inner.lock().ok()?;
-            catch_unwind(AssertUnwindSafe(|| g.compact())).ok()
+        detached(py, || -> Result<_, Error> { Ok(self.inner.compact()??) })
+    }
+
+    /// The compaction as it was before `lngossip_core::shared`: all of it
+    /// under the pipeline's lock (for the stall benchmark only).
+    fn _compact_locked(&self, py: Python<'_>) -> PyResult<bool> {
+        detached(py, || -> Result<_, Error> {
+            Ok(self.inner.lock()?.compact()?)
         })
-        .ok_or_else(|| internal(py))?
-        .map_err(|e| store_err(py, &e))
     }
 
     fn sync_store(&self, py: Python<'_>) -> PyResult<()> {
-        let inner = self.inner.clone();
-        py.detach(|| {
-            let mut g = inner.lock().ok()?;
-            catch_unwind(AssertUnwindSafe(|| g.sync_store())).ok()
+        detached(py, || -> Result<_, Error> {
+            Ok(self.inner.lock()?.sync_store()?)
         })
-        .ok_or_else(|| internal(py))?
-        .map_err(|e| store_err(py, &e))
     }
 
     fn store_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
@@ -569,7 +495,7 @@ impl PyPipeline {
     }
 
     fn set_now(&self, py: Python<'_>, now: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let now = checked_opt(py, limits::NOW, "now", now.as_ref())?;
+        let now = checked_opt(limits::NOW, "now", now.as_ref())?;
         let mut g = self.lock(py)?;
         g.set_now(now);
         Ok(())
@@ -596,7 +522,7 @@ impl PyPipeline {
 /// Lock a pipeline from Python (waiting without holding the GIL); a
 /// poisoned lock is `InternalError`.
 fn lock<'a>(py: Python<'_>, inner: &'a Shared) -> PyResult<MutexGuard<'a, Pipeline<Msg>>> {
-    inner.lock_py_attached(py).map_err(|_| internal(py))
+    inner.mutex().lock_py_attached(py).map_err(|_| internal())
 }
 
 impl PyPipeline {
@@ -614,43 +540,17 @@ struct PyGraph {
     inner: Shared,
 }
 
-fn to_node_id(py: Python<'_>, b: &[u8]) -> PyResult<NodeId> {
-    b.try_into().map_err(|_| {
-        err(
-            py,
-            "ConfigError",
-            format!("node_id must be 33 bytes, got {}", b.len()),
-        )
-    })
+fn to_node_id(b: &[u8]) -> PyResult<NodeId> {
+    b.try_into()
+        .map_err(|_| config(format!("node_id must be 33 bytes, got {}", b.len())))
 }
 
 fn opt_bytes<'py>(py: Python<'py>, m: Option<&[u8]>) -> Option<Bound<'py, PyBytes>> {
     m.map(|m| PyBytes::new(py, m))
 }
 
-fn decode_cursor(py: Python<'_>, c: &[u8]) -> PyResult<Cursor> {
-    match c {
-        [] => Ok(Cursor::Start),
-        [b'N'] => Ok(Cursor::Nodes(None)),
-        [b'N', rest @ ..] => Ok(Cursor::Nodes(Some(to_node_id(py, rest)?))),
-        _ => match <[u8; 8]>::try_from(c) {
-            Ok(a) => Ok(Cursor::AfterChannel(u64::from_be_bytes(a))),
-            Err(_) => Err(err(py, "ConfigError", "not a graph cursor".into())),
-        },
-    }
-}
-
-fn encode_cursor(c: Cursor) -> Vec<u8> {
-    match c {
-        Cursor::Start => Vec::new(),
-        Cursor::AfterChannel(s) => s.to_be_bytes().to_vec(),
-        Cursor::Nodes(None) => vec![b'N'],
-        Cursor::Nodes(Some(id)) => {
-            let mut v = vec![b'N'];
-            v.extend_from_slice(&id);
-            v
-        }
-    }
+fn decode_cursor(c: &[u8]) -> PyResult<Cursor> {
+    Cursor::from_token(c).ok_or_else(|| config("not a graph cursor"))
 }
 
 #[pymethods]
@@ -682,7 +582,7 @@ impl PyGraph {
     }
 
     fn node<'py>(&self, py: Python<'py>, node_id: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let id = to_node_id(py, node_id)?;
+        let id = to_node_id(node_id)?;
         self.read(py, |g| {
             let n = g.node(&id)?;
             let ann = opt_bytes(py, n.announcement.as_ref().map(|a| &*a.msg));
@@ -699,7 +599,7 @@ impl PyGraph {
         after: Option<u64>,
         limit: i128,
     ) -> PyResult<Vec<u64>> {
-        let limit = checked(py, limits::PAGE, "limit", limit)? as usize;
+        let limit = checked(limits::PAGE, "limit", limit)? as usize;
         self.read(py, |g| g.short_channel_ids_after(after, limit))
     }
 
@@ -710,8 +610,8 @@ impl PyGraph {
         after: Option<&[u8]>,
         limit: i128,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let limit = checked(py, limits::PAGE, "limit", limit)? as usize;
-        let after = after.map(|a| to_node_id(py, a)).transpose()?;
+        let limit = checked(limits::PAGE, "limit", limit)? as usize;
+        let after = after.map(to_node_id).transpose()?;
         self.read(py, |g| {
             g.node_ids_after(after.as_ref(), limit)
                 .iter()
@@ -729,7 +629,7 @@ impl PyGraph {
         after: Option<u64>,
         limit: i128,
     ) -> PyResult<Vec<u64>> {
-        let limit = checked(py, limits::PAGE, "limit", limit)? as usize;
+        let limit = checked(limits::PAGE, "limit", limit)? as usize;
         self.read(py, |g| {
             g.short_channel_ids_in_blocks(first_blocknum, number_of_blocks, after, limit)
         })
@@ -744,13 +644,13 @@ impl PyGraph {
         timestamp_range: u32,
         max_messages: i128,
     ) -> PyResult<Page<'py>> {
-        let max_messages = checked(py, limits::PAGE, "max_messages", max_messages)? as usize;
-        let c = decode_cursor(py, cursor)?;
+        let max_messages = checked(limits::PAGE, "max_messages", max_messages)? as usize;
+        let c = decode_cursor(cursor)?;
         self.read(py, |g| {
             let (msgs, next) = g.gossip_after(c, first_timestamp, timestamp_range, max_messages);
             (
                 msgs.iter().map(|m| PyBytes::new(py, m)).collect(),
-                next.map(|n| PyBytes::new(py, &encode_cursor(n))),
+                next.map(|n| PyBytes::new(py, &n.to_token())),
             )
         })
     }
@@ -869,9 +769,9 @@ impl PyGraph {
         version: i128,
         interval: i128,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>)> {
-        let since = checked(py, limits::NOW, "since", since)? as u32;
-        let version = checked(py, limits::RGS_VERSION, "version", version)? as u8;
-        let interval = checked(py, limits::RGS_INTERVAL_S, "interval", interval)? as u32;
+        let since = checked(limits::NOW, "since", since)? as u32;
+        let version = checked(limits::RGS_VERSION, "version", version)? as u8;
+        let interval = checked(limits::RGS_INTERVAL_S, "interval", interval)? as u32;
         let chain_hash = self.lock(py)?.config().chain_hash;
         let opts = rgs::Options {
             since,
@@ -881,7 +781,7 @@ impl PyGraph {
         };
         let (bytes, s) = self
             .read_detached(py, |g| rgs::snapshot(g, &opts))?
-            .map_err(|e| err(py, "ConfigError", e.to_string()))?;
+            .map_err(Error::from)?;
         let d = PyDict::new(py);
         d.set_item("version", version)?;
         d.set_item("since", since)?;
@@ -910,11 +810,9 @@ impl PyGraph {
         py: Python<'_>,
         f: impl FnOnce(&lngossip_core::graph::Graph) -> T + Send,
     ) -> PyResult<T> {
-        py.detach(|| {
-            let p = self.inner.lock().ok()?;
-            catch_unwind(AssertUnwindSafe(|| f(p.graph()))).ok()
+        detached(py, || -> Result<T, Error> {
+            Ok(f(self.inner.lock()?.graph()))
         })
-        .ok_or_else(|| internal(py))
     }
 
     /// Run a read of the graph; a panic becomes `InternalError`, never a
@@ -925,23 +823,17 @@ impl PyGraph {
         f: impl FnOnce(&lngossip_core::graph::Graph) -> T,
     ) -> PyResult<T> {
         let p = self.lock(py)?;
-        catch_unwind(AssertUnwindSafe(|| f(p.graph()))).map_err(|_| internal(py))
+        guarded(|| Ok::<T, PyErr>(f(p.graph())))
     }
 }
 
-fn rows<const N: usize>(
-    py: Python<'_>,
-    name: &str,
-    a: &PyReadonlyArray2<'_, u8>,
-) -> PyResult<Vec<[u8; N]>> {
+fn rows<const N: usize>(name: &str, a: &PyReadonlyArray2<'_, u8>) -> PyResult<Vec<[u8; N]>> {
     let view = a.as_array();
     let shape = view.shape().to_vec();
     if shape[1] != N {
-        return Err(err(
-            py,
-            "ConfigError",
-            format!("{name} must have shape (n, {N}), got {shape:?}"),
-        ));
+        return Err(config(format!(
+            "{name} must have shape (n, {N}), got {shape:?}"
+        )));
     }
     Ok(view
         .rows()
@@ -978,27 +870,22 @@ fn verify_batch<'py>(
     digests: PyReadonlyArray2<'py, u8>,
     threads: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
-    let threads = checked_size(py, limits::THREADS, "threads", threads.as_ref())?;
-    let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
-    let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
-    let d: Vec<[u8; 32]> = rows(py, "digests", &digests)?;
+    let threads = checked_size(limits::THREADS, "threads", threads.as_ref())?;
+    let s: Vec<[u8; 64]> = rows("signatures", &signatures)?;
+    let k: Vec<[u8; 33]> = rows("public_keys", &public_keys)?;
+    let d: Vec<[u8; 32]> = rows("digests", &digests)?;
     if s.len() != k.len() || s.len() != d.len() {
-        return Err(err(
-            py,
-            "ConfigError",
-            format!(
-                "row counts differ: {} signatures, {} public_keys, {} digests",
-                s.len(),
-                k.len(),
-                d.len()
-            ),
-        ));
+        return Err(config(format!(
+            "row counts differ: {} signatures, {} public_keys, {} digests",
+            s.len(),
+            k.len(),
+            d.len()
+        )));
     }
     let v = py
         .detach(|| verifier(threads.unwrap_or(0)))
-        .map_err(|e| err(py, "ConfigError", e))?;
-    let out = py.detach(|| catch_unwind(AssertUnwindSafe(|| v.verify_raw(&s, &k, &d))).ok());
-    let out = out.ok_or_else(|| internal(py))?;
+        .map_err(config)?;
+    let out = detached(py, || Ok::<_, PyErr>(v.verify_raw(&s, &k, &d)))?;
     Ok(out.into_pyarray(py))
 }
 
@@ -1015,13 +902,13 @@ fn _time_bare_verify<'py>(
     // 0: one per core
     let threads = match threads {
         0 => 0,
-        t => checked(py, limits::THREADS, "threads", t)? as usize,
+        t => checked(limits::THREADS, "threads", t)? as usize,
     };
-    let s: Vec<[u8; 64]> = rows(py, "signatures", &signatures)?;
-    let k: Vec<[u8; 33]> = rows(py, "public_keys", &public_keys)?;
-    let d: Vec<[u8; 32]> = rows(py, "digests", &digests)?;
+    let s: Vec<[u8; 64]> = rows("signatures", &signatures)?;
+    let k: Vec<[u8; 33]> = rows("public_keys", &public_keys)?;
+    let d: Vec<[u8; 32]> = rows("digests", &digests)?;
     py.detach(|| lngossip_core::verify::time_bare_verify(&s, &k, &d, threads))
-        .map_err(|e| err(py, "ConfigError", e))
+        .map_err(config)
 }
 
 #[pymodule]
