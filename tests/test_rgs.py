@@ -356,3 +356,101 @@ def test_pandas_and_networkx() -> None:
     assert u is not None
     e = g.get_edge_data(c.node_id_1, c.node_id_2)[c.short_channel_id]
     assert e["fee_base_msat"] == u.fee_base_msat
+
+
+# -- serve --rgs -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_slow_ones(
+    stores: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import socket
+    import threading
+
+    import psutil
+
+    topo, _ = stores
+    store = tmp_path / "served.store"
+    shutil.copyfile(topo, store)
+    p = Pipeline(store=str(store))
+    expect = {v: Graph(p).rgs_snapshot(0, v)[0] for v in (1, 2)}
+    del p  # releases the store's lock for serve
+    port = _free_port()
+    serve = ["serve", "--listen", "127.0.0.1:0", "--store", str(store)]
+    proc = subprocess.Popen(
+        [*LNGOSSIP, *serve, "--rgs", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log: list[str] = []
+    drain = threading.Thread(target=lambda: log.extend(proc.stderr or []), daemon=True)
+    drain.start()
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        assert "@127.0.0.1:" in proc.stdout.readline()
+        assert _get(port, "/snapshot/0") == (200, expect[1])
+        assert _get(port, "/snapshot/v2/0") == (200, expect[2])
+        future = (int(time.time()) // SNAPSHOT_INTERVAL_S + 8) * SNAPSHOT_INTERVAL_S
+        for path, status in (
+            ("/snapshot/abc", 400),
+            ("/snapshot/1770066001", 400),
+            (f"/snapshot/v2/{future}", 400),
+            ("/snapshot/-10800", 400),
+            ("/../../etc/passwd", 404),
+            ("/snapshot/v3/0", 404),
+        ):
+            code, body = _get(port, path)
+            assert code == status, (path, code, body)
+            assert b"Traceback" not in body and len(body.splitlines()) <= 1
+        rss0 = psutil.Process(proc.pid).memory_info().rss
+        # 200 clients ask for the full snapshot and never read it
+        for _ in range(200):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /snapshot/v2/0 HTTP/1.1\r\nHost: x\r\n\r\n")
+            held.append(s)
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        code, body = _get(port, "/snapshot/v2/0")
+        honest_s = time.perf_counter() - t0
+        assert (code, body == expect[2]) == (200, True)
+        rss = psutil.Process(proc.pid).memory_info().rss
+        print(
+            f"\nserve --rgs: honest full v2 snapshot ({len(body):,} bytes) in {honest_s:.3f} s "
+            f"with 200 clients holding requests; serve RSS +{(rss - rss0) / 2**20:.1f} MiB"
+        )
+        assert honest_s < 10
+        assert rss - rss0 < 150 * 2**20
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+        drain.join(timeout=10)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+    assert proc.returncode == 0, "".join(log)

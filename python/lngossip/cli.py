@@ -246,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         "gossip in one call; default) or python (the reference, one call per frame)"
     )
     serve.add_argument("--codec", choices=("rust", "python"), default="rust", help=codec_help)
+    serve.add_argument(
+        "--rgs",
+        metavar="HOST:PORT",
+        help="serve Rapid Gossip Sync snapshots of the graph over HTTP at "
+        "http://HOST:PORT/snapshot/{T} (version 1) and /snapshot/v2/{T}, as LDK wallets fetch them",
+    )
     serve.set_defaults(func=netcli.cmd_serve, peers=1, batch=1)
 
     sync = sub.add_parser("sync", help="sync gossip from peers (NODE_ID@HOST:PORT)")

@@ -29,6 +29,8 @@ from lngossip.net import messages as bolt
 from lngossip.net.node import Node, NodeConfig
 from lngossip.net.transport import CodecName, Keys, TransportError, accept
 from lngossip.report import emit_report, store_damage, warn_damage
+from lngossip.rgs_server import RgsServer
+from lngossip.rgscli import SNAPSHOT_INTERVAL_S
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 __all__ = ["cmd_serve", "cmd_sync", "demo_tcp", "parse_peer"]
@@ -125,6 +127,8 @@ def store_summary(pipeline: PipelineLike) -> str | None:
 
 async def _serve(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
+    if getattr(args, "rgs", None) and args.engine != "rust":
+        raise ConfigError("--rgs needs --engine rust (snapshots are written by the core)")
     keys = _load_keys(args.key_file)
     t0 = time.perf_counter()
     # one pipeline for the files and the peers: the same graph, the same rules
@@ -177,11 +181,43 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.metrics:
         mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
         err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
+    rgs = None
+    if getattr(args, "rgs", None):
+        rgs = rgs_server(pipeline)
+        rhost, rport = await rgs.start(*parse_listen(args.rgs))
+        err.print(
+            f"serve: Rapid Gossip Sync snapshots at http://{rhost}:{rport}/snapshot/{{T}} "
+            "and /snapshot/v2/{T}"
+        )
     host, port = await node.listen(*parse_listen(args.listen))
     print(f"{node.node_id.hex()}@{host}:{port}", flush=True)
     await stop.wait()
+    if rgs is not None:
+        await rgs.close()
     await node.close(timeout=5)
     return 0
+
+
+def rgs_server(pipeline: PipelineLike) -> RgsServer:
+    """The ``serve --rgs`` HTTP server of ``pipeline``'s graph: snapshots
+    built by the core off the event loop (``Graph.rgs_snapshot``, which
+    locks the graph only while it reads it), cached per 3-hour grid step of
+    the wall clock (the graph's generation: a live graph changes with every
+    batch, and the reference server too regenerates once per interval).
+
+    Raises:
+        ConfigError: for the baseline engine (snapshots are the core's).
+    """
+    reader = pipeline.graph
+    build = getattr(reader, "rgs_snapshot", None)
+    if build is None:
+        raise ConfigError("--rgs needs the Rust engine (snapshots are written by the core)")
+
+    def snapshot(since: int, version: int) -> bytes:
+        data: bytes = build(since, version)[0]
+        return data
+
+    return RgsServer(snapshot, generation=lambda: int(time.time()) // SNAPSHOT_INTERVAL_S)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
