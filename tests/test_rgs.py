@@ -370,6 +370,14 @@ def _free_port() -> int:
         return port
 
 
+def _rss(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def _get(port: int, path: str) -> tuple[int, bytes]:
     import urllib.error
     import urllib.request
@@ -386,8 +394,6 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
 ) -> None:
     import socket
     import threading
-
-    import psutil
 
     topo, _ = stores
     store = tmp_path / "served.store"
@@ -424,7 +430,7 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
             code, body = _get(port, path)
             assert code == status, (path, code, body)
             assert b"Traceback" not in body and len(body.splitlines()) <= 1
-        rss0 = psutil.Process(proc.pid).memory_info().rss
+        rss0 = _rss(proc.pid)
         # 200 clients ask for the full snapshot and never read it
         for _ in range(200):
             s = socket.socket()
@@ -437,7 +443,7 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
         code, body = _get(port, "/snapshot/v2/0")
         honest_s = time.perf_counter() - t0
         assert (code, body == expect[2]) == (200, True)
-        rss = psutil.Process(proc.pid).memory_info().rss
+        rss = _rss(proc.pid)
         print(
             f"\nserve --rgs: honest full v2 snapshot ({len(body):,} bytes) in {honest_s:.3f} s "
             f"with 200 clients holding requests; serve RSS +{(rss - rss0) / 2**20:.1f} MiB"
