@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev pyln build test test-rust test-python lint fmt bench bench-core demo fuzz fuzz-build interop
+.PHONY: dev pyln build wheel wheel-test test test-rust test-python lint fmt bench bench-core demo fuzz fuzz-build interop
 
 # pyln-proto (Core Lightning's independent BOLT #8 implementation) and
 # pyln-client (its gossip_store reader, Gossmap) for the interop tests. They
@@ -26,6 +26,27 @@ pyln:
 
 build:
 	$(BIN)/maturin develop --release
+
+# One abi3 wheel for every CPython >= 3.11 (pyo3's abi3-py311), in target/wheels.
+wheel:
+	rm -rf target/wheels
+	$(BIN)/maturin build --release --locked -o target/wheels
+
+# The wheel installed into a fresh venv and run with a PATH holding that venv
+# only (no cargo, no rustc): what a user without a Rust toolchain gets.
+WHEEL_VENV ?= target/wheel-venv
+wheel-test: wheel
+	rm -rf $(WHEEL_VENV)
+	$(PY) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install -q target/wheels/lngossip-*-abi3-*.whl
+	env -i HOME="$$HOME" PATH="$(abspath $(WHEEL_VENV))/bin" /bin/sh -c '\
+		! command -v cargo && ! command -v rustc && \
+		lngossip ingest --no-progress --json ../shared/data/real/cln/cln_gossip_store-part1+2 \
+			> target/wheel-ingest.json && \
+		lngossip demo --in-process --no-progress --channels 500 > target/wheel-demo.txt'
+	$(PY) -c 'import json, sys; d = json.load(open("target/wheel-ingest.json")); n = sum(v["accepted"] for v in d["decisions"].values()); print("wheel-test: ingest accepted", n); sys.exit(n == 0)'
+	grep -q accepted target/wheel-demo.txt
+	@echo "wheel-test: ok (no cargo on PATH)"
 
 test: test-rust test-python
 
