@@ -455,3 +455,86 @@ pub fn snapshot(graph: &Graph, opts: &Options) -> Result<(Vec<u8>, Summary), Rgs
     out.extend_from_slice(&body);
     Ok((out, sum))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::MAINNET_CHAIN_HASH;
+
+    fn opts(since: u32, version: u8) -> Options {
+        Options {
+            since,
+            version,
+            chain_hash: MAINNET_CHAIN_HASH,
+            interval: SNAPSHOT_INTERVAL_S,
+        }
+    }
+
+    #[test]
+    fn bigsize_is_bolt1() {
+        for (v, want) in [
+            (0u64, vec![0u8]),
+            (0xfc, vec![0xfc]),
+            (0xfd, vec![0xfd, 0, 0xfd]),
+            (0xffff, vec![0xfd, 0xff, 0xff]),
+            (0x1_0000, vec![0xfe, 0, 1, 0, 0]),
+            (0xffff_ffff, vec![0xfe, 0xff, 0xff, 0xff, 0xff]),
+            (0x1_0000_0000, vec![0xff, 0, 0, 0, 1, 0, 0, 0, 0]),
+        ] {
+            let mut out = Vec::new();
+            write_bigsize(&mut out, v);
+            assert_eq!(out, want, "{v:#x}");
+        }
+    }
+
+    #[test]
+    fn most_common_breaks_ties_towards_the_smaller_value() {
+        assert_eq!(most_common([5u32, 3, 5, 3, 9].into_iter()), 3);
+        assert_eq!(most_common([5u32, 3, 5].into_iter()), 5);
+        assert_eq!(most_common(std::iter::empty::<u64>()), 0);
+    }
+
+    #[test]
+    fn only_versions_1_and_2() {
+        let g = Graph::default();
+        assert_eq!(
+            snapshot(&g, &opts(0, 3)).unwrap_err(),
+            RgsError::UnknownVersion(3)
+        );
+        let mut o = opts(0, 1);
+        o.interval = 0;
+        assert_eq!(snapshot(&g, &o).unwrap_err(), RgsError::ZeroInterval);
+    }
+
+    #[test]
+    fn an_empty_graph_gives_an_empty_snapshot_at_since() {
+        let g = Graph::default();
+        let (v1, s) = snapshot(&g, &opts(10_800, 1)).unwrap();
+        let mut want = b"LDK\x01".to_vec();
+        want.extend_from_slice(&MAINNET_CHAIN_HASH);
+        want.extend_from_slice(&10_800u32.to_be_bytes());
+        want.extend_from_slice(&[0; 8]); // no node ids, no announcements
+        want.extend_from_slice(&[0; 4]); // no updates, hence no defaults
+        assert_eq!(v1, want);
+        assert_eq!(s.latest_seen, 10_800);
+        let (v2, _) = snapshot(&g, &opts(0, 2)).unwrap();
+        assert_eq!(v2.len(), 4 + 32 + 4 + 1 + 12);
+    }
+
+    #[test]
+    fn changed_fields_are_flagged_one_by_one() {
+        let a = UpdateFields::default();
+        let mut b = a;
+        b.fee_base_msat = 7;
+        assert_eq!(changed(&a, &b), FEE_BASE_MSAT);
+        b.htlc_maximum_msat = 1;
+        b.cltv_expiry_delta = 2;
+        assert_eq!(
+            changed(&a, &b),
+            FEE_BASE_MSAT | HTLC_MAXIMUM_MSAT | CLTV_EXPIRY_DELTA
+        );
+        let mut out = Vec::new();
+        write_fields(&mut out, &b, changed(&a, &b));
+        assert_eq!(out, [0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+}
