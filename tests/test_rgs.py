@@ -460,3 +460,70 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
             if f is not None:
                 f.close()
     assert proc.returncode == 0, "".join(log)
+
+
+def _with_channel_amounts(store: Path, sat: dict[int, int]) -> None:
+    """Rewrite ``store`` with a Core Lightning ``channel_amount`` record
+    (type 4101, u64 satoshis) after each channel announcement in ``sat``."""
+    import struct
+
+    from tests.test_store import _crc32c
+
+    data, out, p = store.read_bytes(), bytearray(store.read_bytes()[:1]), 1
+    while p < len(data):
+        _flags, n, _crc, ts = struct.unpack_from(">HHII", data, p)
+        msg = data[p + 12 : p + 12 + n]
+        out += data[p : p + 12 + n]
+        p += 12 + n
+        if msg[:2] == b"\x01\x00":
+            scid = int.from_bytes(
+                msg[258 + 2 + int.from_bytes(msg[258:260], "big") + 32 :][:8], "big"
+            )
+            if scid in sat:
+                amount = (4101).to_bytes(2, "big") + sat[scid].to_bytes(8, "big")
+                out += struct.pack(">HHII", 0x2000, 10, _crc32c(ts, amount), ts) + amount
+    store.write_bytes(bytes(out))
+
+
+def test_funding_amounts_of_core_lightning_stores_reach_columns_and_v2_snapshots(
+    rgs_apply: Path, tmp_path: Path
+) -> None:
+    """A store with ``channel_amount`` records (as Core Lightning writes
+    them): the capacity is in ``to_numpy`` and in version 2 snapshots (LDK's
+    ``capacity_sats``), survives a compaction, and version 1 has none."""
+    sg = gen.synthetic_graph(120, 30)
+    store = tmp_path / "amounts.store"
+    p = Pipeline(now=sg_now(sg), store=str(store))
+    for m in sg.messages():
+        p.submit(0, m)
+    while p.queued:
+        p.process()
+    scids = [int.from_bytes(m[-4 * 33 - 8 : -4 * 33], "big") for m in sg.channel_announcements]
+    del p
+    # above every htlc_maximum_msat of the graph (LDK drops updates over capacity)
+    sat = {s: 10**12 + i for i, s in enumerate(scids) if i % 3}
+    _with_channel_amounts(store, sat)
+    p = Pipeline(now=sg_now(sg), store=str(store))
+    g = Graph(p)
+    cols = g.to_numpy()["channels"]
+    got = dict(zip(cols["short_channel_id"].tolist(), cols["capacity_sat"].tolist(), strict=True))
+    assert got == {s: sat.get(s, 0) for s in scids}
+    data, info = g.rgs_snapshot(0, 2)
+    assert {a.short_channel_id: a.funding_sat for a in read_snapshot(data).announcements} == {
+        s: sat.get(s)
+        for s in scids
+        if s in {a.short_channel_id for a in read_snapshot(data).announcements}
+    }
+    assert all(a.funding_sat is None for a in read_snapshot(g.rgs_snapshot(0, 1)[0]).announcements)
+    ldk = ldk_graph(run_rgs_apply(rgs_apply, [data], info["latest_seen"] + 3600, tmp_path))
+    assert ldk["channels"]
+    for c in ldk["channels"]:
+        assert c["capacity_sat"] == sat.get(c["short_channel_id"]), c
+    assert_ldk_graph_equals(ldk, g, node_details=True)
+    assert p.compact()
+    del g, p
+    cols = Graph(Pipeline(store=str(store))).to_numpy()["channels"]
+    assert (
+        dict(zip(cols["short_channel_id"].tolist(), cols["capacity_sat"].tolist(), strict=True))
+        == got
+    )

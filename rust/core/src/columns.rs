@@ -16,7 +16,8 @@ pub struct Channels {
     pub node_1: Vec<u32>,
     /// Row in [`Nodes`] of `node_id_2`.
     pub node_2: Vec<u32>,
-    /// Funding amount in satoshi; 0 where unknown (gossip does not carry it).
+    /// Funding amount in satoshi; 0 where unknown (gossip does not carry it;
+    /// Core Lightning stores do).
     pub capacity_sat: Vec<u64>,
     /// The announcement's `features` as an integer (bit n = feature bit n;
     /// bits above 63 dropped).
@@ -131,7 +132,7 @@ pub fn build(graph: &Graph) -> Columns {
             .push(row.get(&c.node_id_1).copied().unwrap_or(u32::MAX));
         t.node_2
             .push(row.get(&c.node_id_2).copied().unwrap_or(u32::MAX));
-        t.capacity_sat.push(0);
+        t.capacity_sat.push(c.capacity_sat.unwrap_or(0));
         let ann = c.announcement.as_ref();
         t.features.push(
             ann.and_then(|a| wire::channel_features(&a.msg).ok())

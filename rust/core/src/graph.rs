@@ -62,6 +62,10 @@ pub struct Channel {
     pub announcement: Option<Stored>,
     /// Newest `channel_update` per direction.
     pub updates: [Option<Stored>; 2],
+    /// Funding amount in satoshi, when known: Core Lightning's stores carry
+    /// it (a `channel_amount` record, type 4101, after the announcement);
+    /// gossip does not.
+    pub capacity_sat: Option<u64>,
     /// Up to [`PRIORS_PER_DIRECTION`] updates each newest one superseded,
     /// oldest first.
     pub priors: [Vec<Prior>; 2],
@@ -210,6 +214,7 @@ impl Graph {
                 update_timestamp: [None, None],
                 announcement: None,
                 updates: [None, None],
+                capacity_sat: None,
                 priors: [Vec::new(), Vec::new()],
             },
         );
@@ -333,6 +338,13 @@ impl Graph {
         }
     }
 
+    /// Set the funding amount (satoshi) of a known channel.
+    pub fn set_capacity(&mut self, short_channel_id: u64, sat: u64) {
+        if let Some(c) = self.channels.get_mut(&short_channel_id) {
+            c.capacity_sat = Some(sat);
+        }
+    }
+
     /// Keep a superseded `channel_update` found in the store (a record
     /// marked deleted) as a [`Prior`] of its direction, if it is older than
     /// the direction's newest update.
@@ -347,19 +359,20 @@ impl Graph {
         }
     }
 
-    /// Every kept message, in the order of [`Graph::for_each_stored_mut`].
-    pub fn for_each_stored(&self, mut f: impl FnMut(&Stored)) {
+    /// Every kept message, in the order of [`Graph::for_each_stored_mut`],
+    /// with a channel announcement's funding amount when known.
+    pub fn for_each_stored(&self, mut f: impl FnMut(&Stored, Option<u64>)) {
         for c in self.channels.values() {
             if let Some(a) = c.announcement.as_ref() {
-                f(a);
+                f(a, c.capacity_sat);
             }
             for u in c.updates.iter().flatten() {
-                f(u);
+                f(u, None);
             }
         }
         for n in self.nodes.values() {
             if let Some(a) = n.announcement.as_ref() {
-                f(a);
+                f(a, None);
             }
         }
     }

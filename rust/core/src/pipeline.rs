@@ -479,6 +479,9 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     pub fn load_store_image(&mut self, buf: &[u8], scan: &store::Scan) -> Vec<(u64, usize)> {
         let mut dead: Vec<(u64, usize)> = Vec::new();
         let mut priors = Vec::new();
+        // the channel a Core Lightning `channel_amount` record belongs to:
+        // the announcement just before it
+        let mut last_announcement = None;
         for r in &scan.records {
             if r.flags & FLAG_DELETED != 0 {
                 // a superseded update: the policy a client may still have
@@ -491,9 +494,19 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
                 continue;
             }
             let msg = &buf[r.start..r.end];
+            if let (Some(sat), Some(scid)) = (store::parse_channel_amount(msg), last_announcement) {
+                self.graph.set_capacity(scid, sat);
+                continue;
+            }
             // internal records of Core Lightning's stores and anything not gossip stay as they are
             let Ok(g) = wire::parse(msg) else {
                 continue;
+            };
+            last_announcement = match &g {
+                Gossip::ChannelAnnouncement {
+                    short_channel_id, ..
+                } => Some(*short_channel_id),
+                _ => None,
             };
             let keep = match &g {
                 Gossip::ChannelAnnouncement {
@@ -606,15 +619,18 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         };
         // sized up front: no reallocation (a 40 MB copy) or rehash under the lock
         let mut records = 0;
-        self.graph.for_each_stored(|_| records += 1);
+        self.graph.for_each_stored(|_, _| records += 1);
         let mut image = Vec::with_capacity(usize::try_from(end).unwrap_or(0));
         image.push(store::STORE_VERSION);
         let mut moved = HashMap::with_capacity(records);
-        self.graph.for_each_stored(|s| {
+        self.graph.for_each_stored(|s, capacity_sat| {
             // a message the store never took (a failed write) stays out
             if let Some(o) = s.offset {
                 moved.insert(o, (image.len() as u64, s.msg.len()));
                 store::encode_record(&mut image, 0, s.seen, &s.msg);
+                if let Some(sat) = capacity_sat {
+                    store::encode_record(&mut image, 0, s.seen, &store::channel_amount(sat));
+                }
             }
         });
         Ok(Some(CompactionPlan {
@@ -653,7 +669,7 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let (end, image_len) = (plan.end, plan.image_len);
         let mut offsets = Vec::new();
         let mut referenced = HashSet::new();
-        self.graph.for_each_stored(|s| {
+        self.graph.for_each_stored(|s, _| {
             let new = s.offset.and_then(|o| {
                 if o >= end {
                     Some(image_len + (o - end))

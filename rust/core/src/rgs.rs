@@ -35,7 +35,8 @@
 //!   the hubs), ties by `node_id`;
 //! - version 2 adds the features and addresses of nodes whose
 //!   `node_announcement` was seen at or after `since`, and the (up to 6)
-//!   most common feature sets as defaults.
+//!   most common feature sets as defaults, and the funding amount of the
+//!   channels whose amount the graph knows (Core Lightning stores carry it).
 //!
 //! "Seen" is [`crate::graph::Stored::seen`]; the graph's clock is the newest
 //! seen of a snapshot channel's update, never the wall clock, so a snapshot
@@ -336,7 +337,18 @@ pub fn snapshot(graph: &Graph, opts: &Options) -> Result<(Vec<u8>, Summary), Rgs
         let i1 = node_index(c.node_id_1, &mut node_ids);
         let i2 = node_index(c.node_id_2, &mut node_ids);
         write_bigsize(&mut body, i1 as u64);
-        write_bigsize(&mut body, i2 as u64);
+        match c.capacity_sat.filter(|_| opts.version >= 2) {
+            // version 2: bit 63 of the second index says extra data follows,
+            // a u16-length-prefixed BigSize funding amount in satoshi
+            Some(sat) => {
+                write_bigsize(&mut body, i2 as u64 | 1 << 63);
+                let mut extra = Vec::with_capacity(9);
+                write_bigsize(&mut extra, sat);
+                body.extend_from_slice(&(extra.len() as u16).to_be_bytes());
+                body.extend_from_slice(&extra);
+            }
+            None => write_bigsize(&mut body, i2 as u64),
+        }
     }
     sum.channel_announcements = announcements.len() as u32;
 

@@ -111,6 +111,28 @@ pub fn encode_record(out: &mut Vec<u8>, extra_flags: u16, timestamp: u32, msg: &
     out.extend_from_slice(&msg[..usize::from(len)]);
 }
 
+/// Core Lightning's `channel_amount` record type (`gossip_store_channel_amount`):
+/// the funding amount of the channel announced just before it.
+pub const CHANNEL_AMOUNT: u16 = 4101;
+
+/// A `channel_amount` message: type 4101, then `satoshis` (u64).
+pub fn channel_amount(sat: u64) -> [u8; 10] {
+    let mut m = [0u8; 10];
+    m[..2].copy_from_slice(&CHANNEL_AMOUNT.to_be_bytes());
+    m[2..].copy_from_slice(&sat.to_be_bytes());
+    m
+}
+
+/// The satoshis of a `channel_amount` message, `None` for anything else.
+pub fn parse_channel_amount(msg: &[u8]) -> Option<u64> {
+    match msg {
+        [a, b, rest @ ..] if u16::from_be_bytes([*a, *b]) == CHANNEL_AMOUNT => {
+            Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
 /// Why a record was found damaged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Damage {

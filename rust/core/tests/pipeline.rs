@@ -877,7 +877,7 @@ fn compaction_runs_while_batches_are_accepted_and_loses_nothing() {
         })
         .collect();
     let mut kept = 0;
-    live.graph().for_each_stored(|_| kept += 1);
+    live.graph().for_each_stored(|_, _| kept += 1);
     drop(live);
     drop(sp);
     // the compacted file, reopened, holds exactly the live graph, no damage;
