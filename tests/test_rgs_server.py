@@ -520,15 +520,23 @@ def test_distinct_snapshots_in_flight_are_bounded_shared_ones_are_not() -> None:
     run(go)
 
 
+def gated_build() -> tuple[Callable[[int, int], bytes], threading.Event, list[int]]:
+    """A builder that records each ``since`` and blocks until the gate opens
+    (at most 10 s), then returns ``b"x"``."""
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def build(since: int, version: int) -> bytes:
+        calls.append(since)
+        gate.wait(10)
+        return b"x"
+
+    return build, gate, calls
+
+
 def test_a_queued_build_whose_waiters_left_never_runs() -> None:
     async def go() -> None:
-        gate = threading.Event()
-        calls: list[int] = []
-
-        def build(since: int, version: int) -> bytes:
-            calls.append(since)
-            gate.wait(10)
-            return b"x"
+        build, gate, calls = gated_build()
 
         s = RgsServer(
             build, generation=lambda: 0, now=lambda: NOW, max_builds=1, request_timeout=0.5
@@ -554,13 +562,7 @@ def test_a_queued_build_whose_waiters_left_never_runs() -> None:
 
 def test_a_client_that_leaves_frees_its_slot_and_its_queued_build() -> None:
     async def go() -> None:
-        gate = threading.Event()
-        calls: list[int] = []
-
-        def build(since: int, version: int) -> bytes:
-            calls.append(since)
-            gate.wait(10)
-            return b"x"
+        build, gate, calls = gated_build()
 
         s = RgsServer(build, generation=lambda: 0, now=lambda: NOW, max_builds=1)
         addr = await s.start("127.0.0.1", 0)

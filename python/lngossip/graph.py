@@ -25,6 +25,7 @@ Units: fees in millisatoshi (``fee_base_msat``) and millionths
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import struct
 from collections.abc import Iterator
@@ -226,6 +227,18 @@ def decode_node(node_id: bytes, ann: bytes | None, channels: list[int]) -> Node:
     return Node(node_id, tuple(channels), ts, features, rgb, name, addrs, ann)
 
 
+def _extra(module: str, method: str) -> Any:
+    """Import ``module``, an optional extra of ``method``.
+
+    Raises:
+        ImportError: naming the extra to install.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{method} needs {module}: pip install 'lngossip[{module}]'") from e
+
+
 class Graph:
     """Read-only, decoded view of ``pipeline``'s graph (either engine).
 
@@ -338,10 +351,7 @@ class Graph:
         Raises:
             ImportError: when pandas is not installed (with the extra to install).
         """
-        try:
-            import pandas as pd
-        except ImportError as e:
-            raise ImportError("to_pandas needs pandas: pip install 'lngossip[pandas]'") from e
+        pd = _extra("pandas", "to_pandas")
         cols = self.to_numpy()
         nodes = dict(cols["nodes"])
         nodes["node_id"] = [bytes(x).ljust(33, b"\0") for x in nodes["node_id"]]
@@ -363,10 +373,7 @@ class Graph:
         Raises:
             ImportError: when networkx is not installed (with the extra to install).
         """
-        try:
-            import networkx as nx
-        except ImportError as e:
-            raise ImportError("to_networkx needs networkx: pip install 'lngossip[networkx]'") from e
+        nx = _extra("networkx", "to_networkx")
         cols = self.to_numpy()
         n, c, u = cols["nodes"], cols["channels"], cols["updates"]
         ids = [bytes(x).ljust(33, b"\0") for x in n["node_id"]]

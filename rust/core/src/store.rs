@@ -782,18 +782,27 @@ impl Store {
         new.file
             .sync_all()
             .map_err(io_err(format!("syncing {}", tmp.display())))?;
+        let len = new.len + tail.len() as u64;
+        self.install(new.file, len, dead)?;
+        self.stats.compactions += 1;
+        Ok(())
+    }
+
+    /// Rename the synced `PATH.compact` (`file`, `len` bytes, `dead` of them
+    /// deleted records) over the store and go on appending to it.
+    fn install(&mut self, file: File, len: u64, dead: u64) -> Result<(), StoreError> {
+        let tmp = compaction_path(&self.path);
         fs::rename(&tmp, &self.path).map_err(io_err(format!(
             "renaming {} to {}",
             tmp.display(),
             self.path.display()
         )))?;
         sync_dir(&self.path)?;
-        self.file = new.file;
-        self.len = new.len + tail.len() as u64;
+        self.file = file;
+        self.len = len;
         self.dead_bytes = dead;
         self.dirty = false;
         self.last_sync = Instant::now();
-        self.stats.compactions += 1;
         Ok(())
     }
 
@@ -814,30 +823,8 @@ impl Store {
     /// and the repair of a damaged store on open.
     fn swap_in(&mut self, image: &[u8]) -> Result<(), StoreError> {
         self.flush(true)?;
-        let tmp = compaction_path(&self.path);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err(format!("creating {}", tmp.display())))?;
-        f.write_all(image)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err(format!("writing {}", tmp.display())))?;
-        f.try_lock().map_err(|_| StoreError::Locked(tmp.clone()))?;
-        fs::rename(&tmp, &self.path).map_err(io_err(format!(
-            "renaming {} to {}",
-            tmp.display(),
-            self.path.display()
-        )))?;
-        sync_dir(&self.path)?;
-        self.file = f;
-        self.len = image.len() as u64;
-        self.dead_bytes = 0;
-        self.dirty = false;
-        self.last_sync = Instant::now();
-        Ok(())
+        let new = write_compaction(&compaction_path(&self.path), image)?;
+        self.install(new.file, new.len, 0)
     }
 }
 

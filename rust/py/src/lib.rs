@@ -678,86 +678,36 @@ impl PyGraph {
 
     fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = self.read_detached(py, columns::build)?;
-        let table = |pairs: Vec<(&str, Bound<'py, PyAny>)>| -> PyResult<Bound<'py, PyDict>> {
-            let d = PyDict::new(py);
-            for (k, v) in pairs {
-                d.set_item(k, v)?;
-            }
-            Ok(d)
-        };
-        // fixed-width byte strings: a uint8 buffer viewed as numpy "S<n>"
-        let fixed = |v: Vec<u8>, n: usize| -> PyResult<Bound<'py, PyAny>> {
-            v.into_pyarray(py).call_method1("view", (format!("S{n}"),))
-        };
+        // each field of a table moved into a numpy array of its name
+        macro_rules! table {
+            ($t:expr; $($field:ident),+) => {{
+                let d = PyDict::new(py);
+                $(d.set_item(stringify!($field), $t.$field.into_pyarray(py))?;)+
+                d
+            }};
+        }
         let (ch, up, no) = (c.channels, c.updates, c.nodes);
         let out = PyDict::new(py);
         out.set_item(
             "channels",
-            table(vec![
-                (
-                    "short_channel_id",
-                    ch.short_channel_id.into_pyarray(py).into_any(),
-                ),
-                ("node_1", ch.node_1.into_pyarray(py).into_any()),
-                ("node_2", ch.node_2.into_pyarray(py).into_any()),
-                ("capacity_sat", ch.capacity_sat.into_pyarray(py).into_any()),
-                ("features", ch.features.into_pyarray(py).into_any()),
-                ("seen", ch.seen.into_pyarray(py).into_any()),
-            ])?,
+            table!(ch; short_channel_id, node_1, node_2, capacity_sat, features, seen),
         )?;
         out.set_item(
             "updates",
-            table(vec![
-                (
-                    "short_channel_id",
-                    up.short_channel_id.into_pyarray(py).into_any(),
-                ),
-                ("channel", up.channel.into_pyarray(py).into_any()),
-                ("direction", up.direction.into_pyarray(py).into_any()),
-                ("timestamp", up.timestamp.into_pyarray(py).into_any()),
-                ("disabled", up.disabled.into_pyarray(py).into_any()),
-                (
-                    "message_flags",
-                    up.message_flags.into_pyarray(py).into_any(),
-                ),
-                (
-                    "channel_flags",
-                    up.channel_flags.into_pyarray(py).into_any(),
-                ),
-                (
-                    "cltv_expiry_delta",
-                    up.cltv_expiry_delta.into_pyarray(py).into_any(),
-                ),
-                (
-                    "htlc_minimum_msat",
-                    up.htlc_minimum_msat.into_pyarray(py).into_any(),
-                ),
-                (
-                    "htlc_maximum_msat",
-                    up.htlc_maximum_msat.into_pyarray(py).into_any(),
-                ),
-                (
-                    "fee_base_msat",
-                    up.fee_base_msat.into_pyarray(py).into_any(),
-                ),
-                (
-                    "fee_proportional_millionths",
-                    up.fee_proportional_millionths.into_pyarray(py).into_any(),
-                ),
-                ("seen", up.seen.into_pyarray(py).into_any()),
-            ])?,
+            table!(up; short_channel_id, channel, direction, timestamp, disabled, message_flags,
+                channel_flags, cltv_expiry_delta, htlc_minimum_msat, htlc_maximum_msat,
+                fee_base_msat, fee_proportional_millionths, seen),
         )?;
-        out.set_item(
-            "nodes",
-            table(vec![
-                ("node_id", fixed(no.node_id, 33)?),
-                ("timestamp", no.timestamp.into_pyarray(py).into_any()),
-                ("alias", fixed(no.alias, 32)?),
-                ("rgb_color", no.rgb_color.into_pyarray(py).into_any()),
-                ("addresses", no.addresses.into_pyarray(py).into_any()),
-                ("channels", no.channels.into_pyarray(py).into_any()),
-            ])?,
-        )?;
+        let nodes = table!(no; timestamp, rgb_color, addresses, channels);
+        // fixed-width byte strings: a uint8 buffer viewed as numpy "S<n>"
+        for (k, v, n) in [("node_id", no.node_id, 33), ("alias", no.alias, 32)] {
+            nodes.set_item(
+                k,
+                v.into_pyarray(py)
+                    .call_method1("view", (format!("S{n}"),))?,
+            )?;
+        }
+        out.set_item("nodes", nodes)?;
         Ok(out)
     }
 

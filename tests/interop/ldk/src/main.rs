@@ -36,24 +36,12 @@ use lightning::ln::peer_handler::{
 use lightning::routing::gossip::{NetworkGraph, P2PGossipSync};
 use lightning::routing::utxo::UtxoLookup;
 use lightning::sign::{KeysManager, NodeSigner, Recipient};
-use lightning::util::logger::{Level, Logger, Record};
+use lightning::util::logger::Level;
 use lightning::util::ser::LengthReadable;
 use lightning_net_tokio::SocketDescriptor;
 
-struct StderrLogger {
-    min: Level,
-}
-
-impl Logger for StderrLogger {
-    fn log(&self, record: Record) {
-        if record.level >= self.min {
-            eprintln!(
-                "ldk {} {}:{} {}",
-                record.level, record.module_path, record.line, record.args
-            );
-        }
-    }
-}
+mod logger;
+use logger::StderrLogger;
 
 type Log = Arc<StderrLogger>;
 type Graph = NetworkGraph<Log>;

@@ -35,23 +35,12 @@ use std::process::ExitCode;
 
 use lightning::bitcoin::Network;
 use lightning::routing::gossip::{ChannelUpdateInfo, NetworkGraph};
-use lightning::util::logger::{Level, Logger, Record};
+use lightning::util::logger::Level;
 use lightning_rapid_gossip_sync::RapidGossipSync;
 
-struct StderrLogger {
-    min: Level,
-}
-
-impl Logger for StderrLogger {
-    fn log(&self, record: Record) {
-        if record.level >= self.min {
-            eprintln!(
-                "ldk {} {}:{} {}",
-                record.level, record.module_path, record.line, record.args
-            );
-        }
-    }
-}
+#[path = "../logger.rs"]
+mod logger;
+use logger::StderrLogger;
 
 fn log_level() -> Result<Level, String> {
     let name = std::env::var("RGS_APPLY_LOG").unwrap_or_else(|_| "warn".to_owned());
