@@ -10,7 +10,7 @@ from pathlib import Path
 from lngossip import Pipeline
 from lngossip.graph import dump
 from lngossip.ingest import make_pipeline, run
-from lngossip.net.node import Node
+from lngossip.net.node import GossipNode
 
 SIGNATURES = 322_172
 CHANNELS = 50_808
@@ -30,7 +30,7 @@ def b1_seconds(msgs: list[bytes], store: Path | None = None) -> float:
     return elapsed
 
 
-async def synced(client: Node, msgs: list[bytes], t0: float) -> tuple[float, int]:
+async def synced(client: GossipNode, msgs: list[bytes], t0: float) -> tuple[float, int]:
     """Wait until ``client``'s graph holds every message of the topology
     dataset ``msgs`` and every admitted message is decided; check that each
     signature was verified once. Returns (seconds since ``t0`` until the last

@@ -21,11 +21,9 @@ import pytest
 from lngossip.net import messages as bolt
 from lngossip.net.transport import TransportError
 from lngossip.wire import MAINNET_CHAIN_HASH
-from tests.test_hostile import (
+from tests.helpers import (
     MIB,
     Sampler,
-    _announcements,
-    _hold_slots,
     closed_by_peer,
     hello,
     honest_sync,
@@ -33,6 +31,7 @@ from tests.test_hostile import (
     serving,
     split,
 )
+from tests.test_hostile import _announcements, _hold_slots
 
 ROWS: list[tuple[str, float, str]] = []
 
@@ -120,7 +119,7 @@ def test_attack_rss(
     honest: list[dict[str, object]] = []
 
     def once() -> tuple[int, int]:
-        with serving(topology_store) as served:
+        with serving("--store", str(topology_store)) as served:
             time.sleep(0.5)
             idle = rss(served.proc.pid)
             sampler = Sampler(served.proc.pid)

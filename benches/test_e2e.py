@@ -18,7 +18,7 @@ import pytest
 
 from benches.common import b1_seconds, synced
 from lngossip.ingest import make_pipeline, run
-from lngossip.net.node import Node, NodeConfig
+from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import Keys
 
 
@@ -37,9 +37,9 @@ async def _sync(msgs: list[bytes], mode: str) -> tuple[float, int]:
     # the four servers share one loaded pipeline (verified before the clock starts)
     served = make_pipeline("rust", policy="archive")
     await asyncio.to_thread(run, served, [(0, m) for m in msgs])
-    servers = [Node(Keys(), served, config=NodeConfig(sync=False)) for _ in range(4)]
+    servers = [GossipNode(Keys(), served, config=NodeConfig(sync=False)) for _ in range(4)]
     addrs = [await s.listen("127.0.0.1", 0) for s in servers]
-    client = Node(
+    client = GossipNode(
         Keys(),
         make_pipeline("rust", policy="archive"),
         config=NodeConfig(sync_mode=mode),

@@ -22,7 +22,7 @@ from typing import Any
 from lngossip import Pipeline, readers
 from lngossip.graph import dump
 from lngossip.ingest import run
-from tests.test_hostile import LNGOSSIP, serving
+from tests.helpers import LNGOSSIP, serving
 
 from .conftest import DATA
 
@@ -49,7 +49,7 @@ def test_query_resync_receives_little_more_than_what_changed(
     args = ["--query", "--store", str(client_store), "--policy", "archive", "--until-idle", "3"]
 
     def once() -> None:
-        with serving(server_store) as served:
+        with serving("--store", str(server_store)) as served:
             t0 = time.perf_counter()
             r = subprocess.run(
                 [*LNGOSSIP, "sync", served.address, *args, "--json"],

@@ -28,7 +28,7 @@ import pytest
 
 from benches.common import b1_seconds, synced
 from lngossip.ingest import make_pipeline, peak_rss_bytes
-from lngossip.net.node import Node, NodeConfig
+from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import CodecName, Keys
 
 SERVE = [sys.executable, "-m", "lngossip", "serve", "--listen", "127.0.0.1:0"]
@@ -64,7 +64,7 @@ def test_transport_per_message(topology_messages: list[bytes], results: dict[str
             enc.encrypt(b"", len(msg).to_bytes(2, "big")) + enc.encrypt(b"", msg) for _ in range(n)
         ]
         wire = b"".join(frames)
-        # Python reference: what Connection.recv + Node._admit do per message
+        # Python reference: what Connection.recv + GossipNode._admit do per message
         p = make_pipeline("rust")
         p.submit(0, msg)
         dec = CipherState(k, ck)
@@ -122,7 +122,9 @@ def servers(
 async def _sync(
     addrs: list[tuple[bytes, int]], codec: CodecName, msgs: list[bytes]
 ) -> tuple[float, int]:
-    client = Node(Keys(), make_pipeline("rust", policy="archive"), config=NodeConfig(codec=codec))
+    client = GossipNode(
+        Keys(), make_pipeline("rust", policy="archive"), config=NodeConfig(codec=codec)
+    )
     t0 = time.monotonic()
     for node_id, port in addrs:
         await client.connect(node_id, "127.0.0.1", port)

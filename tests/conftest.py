@@ -1,5 +1,8 @@
-"""Shared fixtures: where the shared data lives, and a helper that runs an
-engine over messages and returns every message's final decision."""
+"""Shared fixtures: where the shared data lives, a helper that runs an
+engine over messages and returns every message's final decision, the
+topology store and a small synthetic graph. Helpers that are not fixtures
+(keys, nodes, ``serve`` as a process, hand-written peers) are in
+:mod:`tests.helpers`."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lngossip import Pipeline, readers
+from lngossip import Pipeline, gen, readers
 from lngossip.ingest import make_pipeline, run
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -116,3 +119,18 @@ def topology_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Tests that may write to it (a ``serve`` of it) must not change what it
     holds; tests that need it exactly copy it."""
     return build_topology_store(tmp_path_factory.mktemp("topology") / "topology.store")
+
+
+@pytest.fixture(scope="session")
+def small_graph() -> gen.SyntheticGraph:
+    """A synthetic graph of 400 channels and 120 nodes (read only)."""
+    return gen.synthetic_graph(400, 120, seed=7)
+
+
+@pytest.fixture(scope="session")
+def graph_file(tmp_path_factory: pytest.TempPathFactory, small_graph: gen.SyntheticGraph) -> Path:
+    """:func:`small_graph` in a GSP file (read only)."""
+    path = tmp_path_factory.mktemp("graph") / "graph.gsp"
+    with readers.GspWriter(path) as w:
+        w.write_all(small_graph.messages())
+    return path

@@ -1,20 +1,25 @@
-"""The command line as a user runs it: ``ingest`` on the real files,
-``demo`` (TCP and in process), ``serve`` + ``sync`` between two processes,
-and clear errors for bad input."""
+"""The command line as a user runs it: ``ingest`` on the real files and on
+a damaged one, ``demo`` (TCP and in process), ``serve`` + ``sync`` between
+two processes, ``sync`` against a trickle and SIGTERM, ``serve`` stopped
+while loading, its metrics, and clear errors for bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import struct
 import subprocess
-import sys
+import threading
+import time
 from pathlib import Path
 
-from lngossip import readers
-from lngossip.net.transport import Keys
-from tests.conftest import CLN_STORE, LNRESEARCH, needs_data, topology
-
-LNGOSSIP = [sys.executable, "-m", "lngossip"]
+from lngossip import Pipeline, gen, readers
+from lngossip.net import messages as bolt
+from lngossip.net.transport import Connection, Keys
+from lngossip.wire import MAINNET_CHAIN_HASH
+from tests.conftest import CLN_STORE, LNRESEARCH, TOPOLOGY, needs_data, topology
+from tests.helpers import LNGOSSIP, fake_peer, keys, serving, sync
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -77,30 +82,12 @@ def test_serve_and_sync_between_two_processes(tmp_path: Path) -> None:
     with readers.GspWriter(src) as w:
         w.write_all(msgs)
     key = tmp_path / "node.key"
-    serve = subprocess.Popen(
-        [
-            *LNGOSSIP,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--gossip",
-            str(src),
-            "--key-file",
-            str(key),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert serve.stdout is not None
-        address = serve.stdout.readline().strip()
-        assert "@127.0.0.1:" in address, serve.stderr.read() if serve.stderr else ""
+    with serving("--gossip", str(src), "--key-file", str(key)) as served:
         assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
         synced = tmp_path / "synced.gsp"
         out = _run(
             "sync",
-            address,
+            served.address,
             "--policy",
             "archive",
             "--until-idle",
@@ -113,10 +100,173 @@ def test_serve_and_sync_between_two_processes(tmp_path: Path) -> None:
         d = json.loads(out.stdout)
         assert d["signatures_verified"] == sum(4 if m[:2] == b"\x01\x00" else 1 for m in msgs)
         assert set(readers.iter_messages(synced)) == set(msgs)
+
+
+@needs_data
+def test_a_signal_while_serve_loads_its_files_stops_it_promptly(tmp_path: Path) -> None:
+    """SIGINT (and SIGTERM) while ``serve`` verifies the topology file: it
+    exits within a second or so, and the store it leaves opens whole
+    (before: it exited only after the whole load, about 10 s)."""
+    store = tmp_path / "s.gs"
+    cmd = [*LNGOSSIP, "serve", "--listen", "127.0.0.1:0", "--store", str(store)]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [*cmd, "--gossip", str(TOPOLOGY)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3.0)  # well into the load
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        assert proc.returncode == 0, err
+        assert out == "", out  # never listened
+        assert "stopped by a signal while loading" in err, err
+        assert took < 1.5, took
+        p = Pipeline(store=str(store))
+        rep = p.store_report()
+        assert rep is not None
+        assert rep["truncated_bytes"] == 0 and rep["skipped_regions"] == 0, rep
+        assert len(p.graph) > 0
+        del p
+
+
+def _trickle_server(port_out: list[int], stop: threading.Event) -> threading.Thread:
+    """A peer that sends one new valid update every 0.5 s, forever."""
+    graph = gen.synthetic_graph(2, 3, seed=2)
+    k = keys("trickle")
+    port_out.append(0)
+
+    async def main() -> None:
+        async def handle(c: Connection) -> None:
+            await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            for m in graph.channel_announcements:
+                await c.send(m)
+            ts = 1_767_225_600
+            node_keys = [gen.private_key("node", i) for i in range(3)]
+            ann = graph.channel_announcements[0]
+            scid = struct.unpack_from(">Q", ann, 292)[0]
+            n1 = ann[292 + 8 : 292 + 8 + 33]
+            signer = next(x for x in node_keys if gen.node_id(x) == n1)
+            while not stop.is_set():
+                ts += 1
+                await c.send(gen.channel_update(scid, signer, direction=0, timestamp=ts))
+                await asyncio.sleep(0.5)
+
+        async with fake_peer(k, handle) as port:
+            port_out[0] = port
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    t = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    t.start()
+    while not port_out[0]:
+        time.sleep(0.01)
+    return t
+
+
+def test_sync_timeout_ends_a_trickle_and_sigterm_leaves_whole_records(tmp_path: Path) -> None:
+    """A peer sending one valid update every 0.5 s keeps ``--until-idle 5``
+    from ever ending: ``--timeout`` ends it; SIGTERM ends another run
+    cleanly: summary printed, the ``--out`` file ends on a record boundary."""
+    port: list[int] = []
+    stop = threading.Event()
+    t = _trickle_server(port, stop)
+    address = f"{keys('trickle').node_id.hex()}@127.0.0.1:{port[0]}"
+    base = [*LNGOSSIP, "sync", address, "--policy", "archive", "--until-idle", "5", "--json"]
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([*base, "--timeout", "3"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - t0 < 15
+        d = json.loads(r.stdout)
+        assert d["messages"] >= 3 and d["elapsed_s"] >= 0
+        out = tmp_path / "out.gsp"
+        proc = subprocess.Popen(
+            [*base, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        d = json.loads(stdout)
+        rep = readers.ReadReport(path=str(out))
+        msgs = list(readers.iter_messages(out, rep))
+        assert len(msgs) == d["accepted_written"] > 0
+        assert rep.truncated_tail_bytes == 0 and rep.resyncs == 0
     finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(timeout=30) == 0
-        if serve.stdout:
-            serve.stdout.close()
-        if serve.stderr:
-            serve.stderr.close()
+        stop.set()
+        t.join(5)
+
+
+@needs_data
+def test_truncated_xz_is_ingested_up_to_the_damage(tmp_path: Path) -> None:
+    """The first MiB of the topology file: every complete message in it (6,907)
+    is ingested and written, and the damage is one stderr line naming the file
+    (before: a 42-line EOFError traceback and nothing written)."""
+    cut = tmp_path / "cut.gsp.xz"
+    with TOPOLOGY.open("rb") as f:
+        cut.write_bytes(f.read(1 << 20))
+    out = tmp_path / "out.gsp"
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(cut), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["messages"] == 6907
+    assert len(list(readers.iter_messages(out))) == 6907
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(cut) in lines[0] and "damaged" in lines[0]
+    garbage = tmp_path / "garbage.gz"
+    garbage.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(200)))
+    r = subprocess.run(
+        [*LNGOSSIP, "ingest", str(garbage)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and str(garbage) in r.stderr
+
+
+def test_serve_exposes_prometheus_metrics(graph_file: Path, tmp_path: Path) -> None:
+    """``serve --metrics``: the graph, decisions, peers and disconnects are
+    scraped from ``/metrics`` in Prometheus' text format."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        mport = s.getsockname()[1]
+    with serving("--gossip", str(graph_file), "--metrics", f"127.0.0.1:{mport}") as served:
+        sync(served.address)
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    lines = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert float(lines["lngossip_graph_channels"]) == 400
+    assert float(lines["lngossip_graph_nodes"]) == 120
+    key = 'lngossip_decisions_total{decision="accepted",msg_type="channel_announcement"}'
+    assert float(lines[key]) == 400
+    assert float(lines["lngossip_signatures_verified_total"]) > 1600
+    assert "lngossip_disconnects_total" in text and "lngossip_peers" in lines
+
+
+def test_sync_that_gets_nothing_says_so_and_fails(tmp_path: Path) -> None:
+    """A peer with an empty graph: ``sync`` ends after ``--until-idle``,
+    says it received nothing and exits 1; its elapsed time is not negative."""
+    with serving("--store", str(tmp_path / "empty.store")) as served:
+        out = subprocess.run(
+            [*LNGOSSIP, "sync", served.address, "--until-idle", "1", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 1
+    assert "no gossip received" in out.stderr
+    d = json.loads(out.stdout)
+    assert d["messages"] == 0 and d["elapsed_s"] >= 0

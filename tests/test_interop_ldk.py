@@ -35,7 +35,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,15 +43,14 @@ import pytest
 
 from lngossip import readers
 from lngossip.ingest import make_pipeline
-from lngossip.net.node import Node, NodeConfig
+from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import Keys
 from tests.conftest import TOPOLOGY, needs_data, topology
-from tests.test_hostile import serving
+from tests.helpers import LNGOSSIP, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 LDK_PEER = Path(os.environ.get("LNGOSSIP_LDK_PEER", ROOT / "target/interop/release/ldk-peer"))
 LDK_TIME = "2026-02-03 00:00:00"
-LNGOSSIP = [sys.executable, "-m", "lngossip"]
 
 CHANNELS, NODES, UPDATES = 50_808, 17_324, 101_616
 MESSAGES = CHANNELS + NODES + UPDATES  # 169,748
@@ -169,7 +167,7 @@ def ldk_server(ldk: list[str], topology_gsp: Path) -> Iterator[LdkServer]:
 def test_ldk_client_syncs_whole_graph_from_serve(ldk: list[str], topology_store: Path) -> None:
     """LDK's P2PGossipSync, connecting out to ``lngossip serve``, sends its
     ``gossip_timestamp_filter`` and ends with exactly the dataset's graph."""
-    with serving(topology_store) as served:
+    with serving("--store", str(topology_store)) as served:
         run = subprocess.run(
             [*ldk, "sync", "--connect", served.address, "--idle", "5", "--timeout", "300"],
             capture_output=True,
@@ -220,7 +218,7 @@ def test_sync_from_ldk_server(ldk_server: LdkServer, codec: str, mode: str) -> N
     why = f"--- sync:\n{run.stderr[-4000:]}\n--- ldk:\n{ldk_server.log()[-4000:]}"
     assert run.returncode == 0, why
     report = json.loads(run.stdout)
-    accepted = {kind: d["accepted"] for kind, d in report["decisions"].items()}
+    accepted = {msg_type: d["accepted"] for msg_type, d in report["decisions"].items()}
     assert accepted == {
         "channel_announcement": CHANNELS,
         "node_announcement": NODES,
@@ -253,7 +251,7 @@ async def _relay(ldk: list[str], ldk_server: str) -> None:
         outbound_queue_bytes=64 << 20,
         codec="rust",
     )
-    async with Node(Keys(), make_pipeline("rust", policy="archive"), config=cfg) as node:
+    async with GossipNode(Keys(), make_pipeline("rust", policy="archive"), config=cfg) as node:
         host, port = await node.listen("127.0.0.1", 0)
         client = await asyncio.create_subprocess_exec(
             *ldk,
@@ -270,7 +268,7 @@ async def _relay(ldk: list[str], ldk_server: str) -> None:
         )
         try:
             async with asyncio.timeout(60):  # LDK connected and sent its filter
-                while not any(p.filter is not None for p in node.peers.values()):
+                while not any(p.their_queries.filter is not None for p in node.peers.values()):
                     await asyncio.sleep(0.1)
             node_hex, hp = ldk_server.split("@")
             h, pt = hp.rsplit(":", 1)

@@ -1,83 +1,55 @@
-"""The peer layer, one regression test per production incident (DESIGN.md):
-simultaneous dial (iroh #2307), a ping timer across a reconnect (snarkOS
-#3331), a disconnect in the middle of a sync (Core Lightning #8055),
-shutdown under load (lnd #8912), a flooding peer (Core Lightning #7972),
-and a full sync from four serving nodes."""
+"""The peer layer (:mod:`lngossip.net`), in process: one regression test per
+production incident (DESIGN.md): simultaneous dial (iroh #2307), a ping
+timer across a reconnect (snarkOS #3331), a disconnect in the middle of a
+sync (Core Lightning #8055), shutdown under load (lnd #8912), a flooding
+peer (Core Lightning #7972), and a full sync from four serving nodes; then
+a hostile peer against the node (floods, bad ``init``, queries, relay) and
+one graph per node (a poisoned channel, a dump while the graph grows)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import hashlib
 import itertools
+import random
+import struct
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+import zlib
 from typing import Any
 
 import pytest
 
-from lngossip import gen, ingest
+from lngossip import Graph, Pipeline, gen, ingest
 from lngossip.graph import dump
 from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
 from lngossip.net import messages as bolt
-from lngossip.net.node import Node, NodeConfig, Peer
-from lngossip.net.transport import Connection, Keys, TransportError, connect
+from lngossip.net.node import GossipNode, NodeConfig, Peer
+from lngossip.net.transport import Connection, TransportError, connect
 from lngossip.wire import MAINNET_CHAIN_HASH, parse_message
 from tests.conftest import needs_data, topology
-from tests.test_hostile import fake_peer
+from tests.helpers import (
+    closed_by_peer,
+    fake_peer,
+    forged_announcement,
+    hello,
+    keys,
+    make_node,
+    run,
+    send_and_confirm,
+    until,
+)
 
 # the first 20,000 topology messages: 5,269 channels with updates and nodes
 SUBSET = 20_000
 
 
-def keys(label: str) -> Keys:
-    return Keys(hashlib.sha256(label.encode()).digest())
-
-
-async def make_node(label: str, *, serves: PipelineLike | None = None, **cfg: Any) -> Node:
-    """A listening node; ``serves``: a loaded pipeline (shared by serving nodes)."""
-    pipeline_kw = cfg.pop("pipeline", {})
-    pipeline = serves or make_pipeline("rust", policy="archive", threads=2, **pipeline_kw)
-    n = Node(keys(label), pipeline, config=NodeConfig(**cfg))
-    n.addr = await n.listen("127.0.0.1", 0)  # type: ignore[attr-defined]
-    _made.append(n)
-    return n
-
-
 #: the nodes the running test made, closed by run() if the test fails
-_made: list[Node] = []
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.005)
-
-
-def run(coro: Callable[[], Awaitable[None]]) -> None:
-    async def main() -> None:
-        _made.clear()
-        try:
-            await coro()
-        except BaseException:
-            # a failed test leaves no sockets behind to fail the next one
-            for n in _made:
-                with contextlib.suppress(Exception):
-                    await n.close(1)
-            raise
-        finally:
-            _made.clear()
-        # nothing of ours is left running
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not others, others
-
-    asyncio.run(main())
-
-
-def _link(node: Node, peer: bytes) -> tuple[Any, Any]:
+def _link(node: GossipNode, peer: bytes) -> tuple[Any, Any]:
     w = node.peers[peer].conn._writer
     return w.get_extra_info("sockname"), w.get_extra_info("peername")
 
@@ -165,7 +137,7 @@ def loaded(n: int) -> PipelineLike:
     return p
 
 
-def graph_messages(node: Node) -> set[bytes]:
+def graph_messages(node: GossipNode) -> set[bytes]:
     return set(dump(node.pipeline.graph))
 
 
@@ -404,7 +376,7 @@ def test_a_reader_told_queue_full_after_the_last_batch_does_not_wait_forever() -
         await node.start()
         await node.drain()
         assert not node.pipeline.queued
-        await asyncio.wait_for(node._wait_for_room(), 1.0)
+        await asyncio.wait_for(node._processor.wait_for_room(), 1.0)
         assert node.counters["backpressure_waits"] == 1
         await node.close(1)
 
@@ -428,7 +400,7 @@ def test_a_cancel_that_reaches_a_closing_connection_still_sets_closed() -> None:
             self.done.set()
 
     async def body() -> None:
-        node = Node(keys("forget"), make_pipeline("rust"))
+        node = GossipNode(keys("forget"), make_pipeline("rust"))
         conn = SlowClose()
         peer = Peer(b"\x02" * 33, 1, False, conn)  # type: ignore[arg-type]
         forgetting = asyncio.create_task(node._forget(peer))
@@ -468,12 +440,12 @@ def test_a_batch_that_outlives_close_still_reaches_on_accepted() -> None:
     async def body() -> None:
         inner = make_pipeline("rust", policy="archive")
         written: list[bytes] = []
-        node = Node(keys("slow"), _SlowPipeline(inner, 0.6), on_accepted=written.extend)  # type: ignore[arg-type]
+        node = GossipNode(keys("slow"), _SlowPipeline(inner, 0.6), on_accepted=written.extend)  # type: ignore[arg-type]
         await node.start()
         for m in msgs:
             inner.submit(1, m)
-        node._work.set()
-        await until(lambda: node._busy_processing, what="a batch in flight")
+        node._processor.wake()
+        await until(lambda: node._processor.busy, what="a batch in flight")
         t0 = time.monotonic()
         report = await node.close(timeout=0.2)
         assert time.monotonic() - t0 <= 0.2 + 0.1
@@ -750,6 +722,521 @@ def test_init_on_another_chain_and_error_messages_end_the_connection() -> None:
         await p.closed.wait()
         assert p.close_reason == "peer_error"
         for n in (mainnet, testnet, other):
+            await n.close(2)
+
+    run(body)
+
+
+# -- a hostile peer, in process ----------------------------------------------------
+
+
+@pytest.mark.parametrize("num_pong_bytes", [65531, 0], ids=["big_pongs", "idle"])
+def test_ping_floods_are_cut(num_pong_bytes: int) -> None:
+    """2,000 pings, no gossip between them: asking for 65,531-byte pongs
+    trips ``max_pong_bytes`` after 4 pongs (before any limit: all 2,000
+    answered, 131 MB out for 160 KB in); asking for none trips ``max_pings``
+    (the exemption for LDK's flow control covers only pings that follow
+    gossip). Either way the peer is warned and disconnected."""
+
+    async def body() -> None:
+        async with GossipNode(keys("pinged"), config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "pinger")
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(30):
+                    for _ in range(2000):
+                        await conn.send(bolt.encode_ping(num_pong_bytes))
+            msg_types = await closed_by_peer(conn)
+            assert msg_types.count(bolt.PONG) <= node.config.max_pings
+            assert bolt.WARNING in msg_types
+            assert node.counters["closed:ping_flood"] == 1
+
+    run(body)
+
+
+def _served(graph: gen.SyntheticGraph) -> tuple[Pipeline, list[int]]:
+    """A pipeline holding ``graph``, and its ``short_channel_id``s ascending."""
+    served = Pipeline(policy="archive")
+    for m in graph.messages():
+        served.submit(0, m)
+    while served.queued:
+        served.process()
+    return served, sorted(
+        parse_message(a).short_channel_id or 0 for a in graph.channel_announcements
+    )
+
+
+def _zlib_query(ids_bytes: bytes) -> bytes:
+    """A ``query_short_channel_ids`` whose id list is zlib-encoded (encoding
+    1), as Electrum before 4.5 sends it."""
+    encoded = bytes([bolt.ENCODING_ZLIB]) + zlib.compress(ids_bytes)
+    return (
+        struct.pack(">H", bolt.QUERY_SHORT_CHANNEL_IDS)
+        + MAINNET_CHAIN_HASH
+        + struct.pack(">H", len(encoded))
+        + encoded
+    )
+
+
+def test_zlib_encoded_queries_are_answered_and_bombs_are_refused() -> None:
+    """A zlib-encoded ``query_short_channel_ids`` (deprecated by BOLT #7,
+    still sent by older peers) gets its answer; one that inflates past
+    ``MAX_INFLATED_SCID_BYTES`` gets a ``warning`` naming the message and the
+    fault, and the connection ends (before: any zlib query ended the
+    connection at once, with no word to the peer)."""
+    graph = gen.synthetic_graph(30, 12, seed=5)
+    served, scids = _served(graph)
+    wanted = scids[:10]
+
+    async def body() -> None:
+        async with GossipNode(keys("zlib-srv"), served, config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            address = f"{node.node_id.hex()}@{host}:{port}"
+            conn = await hello(address, "electrum-4.3")
+            await conn.send(_zlib_query(b"".join(s.to_bytes(8, "big") for s in wanted)))
+            got: list[bytes] = []
+            while bolt.message_type(m := await conn.recv()) != bolt.REPLY_SHORT_CHANNEL_IDS_END:
+                got.append(m)
+            answered = {parse_message(m).short_channel_id for m in got if m[:2] == b"\x01\x00"}
+            assert answered == set(wanted)
+            await conn.close()
+
+            bomb = await hello(address, "bomber")
+            await bomb.send(_zlib_query(bytes(8 * 300_000)))  # 2.4 MB of ids in 2.4 kB
+            got = []
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(10):
+                    while True:
+                        got.append(await bomb.recv())
+            warnings = [bolt.decode_error(m) for m in got if bolt.message_type(m) == bolt.WARNING]
+            assert warnings == ["malformed query_short_channel_ids: zlib_too_large"], got
+            assert node.counters["protocol_violation:malformed_message"] == 1
+            await bomb.close()
+
+    run(body)
+
+
+def _init_with(features: set[int] = frozenset(), tlvs: bytes | None = None) -> bytes:  # type: ignore[assignment]
+    base = bolt.Init(features=set(features), networks=None).encode()
+    if tlvs is None:
+        return bolt.Init(features=set(features), networks=[MAINNET_CHAIN_HASH]).encode()
+    return base + tlvs
+
+
+BAD_INITS = {
+    "unknown_required_feature": _init_with({100}),
+    "unknown_even_tlv": _init_with(tlvs=bytes([2, 1, 0])),
+    "tlv_order": _init_with(tlvs=bytes([3, 1, 0, 1, 32]) + MAINNET_CHAIN_HASH),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INITS))
+def test_bad_init_fails_the_connection_both_ways(case: str) -> None:
+    """BOLT #1: an ``init`` with an unknown even feature bit, an unknown even
+    TLV type or TLV types out of order fails the connection, whether the
+    peer dialled us (server) or we dialled it (client)."""
+    bad = BAD_INITS[case]
+    reason = case if case == "unknown_required_feature" else f"init_{case}"
+
+    async def body() -> None:
+        async with GossipNode(keys("strict"), config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            # as server
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "bad-client", bad)
+            assert bolt.ERROR in await closed_by_peer(conn, 10)
+            assert node.counters[f"closed:{reason}"] == 1
+            # as client: a server that answers with the bad init
+            server_keys = keys("bad-server")
+
+            async def handle(c: Connection) -> None:
+                await c.send(bad)
+                await closed_by_peer(c, 10)
+
+            async with fake_peer(server_keys, handle) as sport:
+                with pytest.raises(TransportError) as e:
+                    await node.connect(server_keys.node_id, "127.0.0.1", sport)
+            assert e.value.detail == reason
+
+    run(body)
+
+
+def test_unsolicited_replies_are_not_taken() -> None:
+    """A server that pushes ``reply_channel_range`` of 8,000 random ids, 500
+    times, at a ``sync`` that asked nothing (filter mode): every id is
+    ignored and counted, none is remembered (before: 617 MiB after 827)."""
+    rng = random.Random(3)
+
+    async def body() -> None:
+        server_keys = keys("pusher")
+        done = asyncio.Event()
+
+        async def handle(c: Connection) -> None:
+            await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            for _ in range(500):
+                ids = sorted(rng.getrandbits(64) for _ in range(8000))
+                reply = bolt.ReplyChannelRange(MAINNET_CHAIN_HASH, 0, 0xFFFFFFFF, 1, ids)
+                await c.send(reply.encode())
+            done.set()
+            await closed_by_peer(c, 30)
+
+        async with fake_peer(server_keys, handle) as port, GossipNode(keys("victim")) as node:
+            await node.connect(server_keys.node_id, "127.0.0.1", port)
+            await done.wait()
+            for _ in range(200):
+                if node.counters["unsolicited_reply_channel_range"] == 500:
+                    break
+                await asyncio.sleep(0.05)
+            assert node.counters["unsolicited_reply_channel_range"] == 500
+            assert not node._queries.requested_scids
+            assert all(not p.our_queries.scid_chunks for p in node.peers.values())
+
+    run(body)
+
+
+@pytest.mark.parametrize("refusal", ["warning", "silence"])
+def test_a_peer_that_ignores_queries_is_asked_with_a_filter_on_a_new_connection(
+    refusal: str,
+) -> None:
+    """A server that acts as LDK does: it starts a dump only on the first
+    ``gossip_timestamp_filter`` of a connection (here: only when it asks
+    for everything), answers ``query_channel_range``, and ignores
+    ``query_short_channel_ids`` (``silence``; ``warning``: it refuses
+    ``query_channel_range`` with a warning instead). The query client, whose
+    first filter said "from now on", reconnects and asks with a filter as
+    the first gossip message of the new connection, logs it once, and gets
+    the whole graph (before: a second filter on the same connection, which
+    LDK ignores: nothing)."""
+    graph = gen.synthetic_graph(20, 10, seed=5)
+    scids = sorted(parse_message(a).short_channel_id or 0 for a in graph.channel_announcements)
+
+    async def body() -> None:
+        server_keys = keys("ldk-like")
+        dumped = asyncio.Event()
+        connections = 0
+
+        async def handle(c: Connection) -> None:
+            nonlocal connections
+            connections += 1
+            await c.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
+            first_filter = True
+            while True:
+                m = await c.recv()
+                msg_type = bolt.message_type(m)
+                if msg_type == bolt.QUERY_CHANNEL_RANGE:
+                    if refusal == "warning":
+                        await c.send(bolt.encode_warning("Not implemented"))
+                    else:
+                        q = bolt.QueryChannelRange.decode(m)
+                        reply = bolt.ReplyChannelRange(
+                            MAINNET_CHAIN_HASH, q.first_blocknum, q.number_of_blocks, 1, scids
+                        )
+                        await c.send(reply.encode())
+                elif msg_type == bolt.GOSSIP_TIMESTAMP_FILTER:
+                    f = bolt.GossipTimestampFilter.decode(m)
+                    if first_filter and f.first_timestamp == 0:
+                        await c.send_many(graph.messages())
+                        dumped.set()
+                    first_filter = False
+                # query_short_channel_ids: no reply, no warning
+
+        pipeline = Pipeline(policy="archive")
+        cfg = NodeConfig(sync_mode="query", query_timeout=1.0)
+        async with (
+            fake_peer(server_keys, handle) as port,
+            GossipNode(keys("asker"), pipeline, config=cfg) as node,
+        ):
+            await node.connect(server_keys.node_id, "127.0.0.1", port)
+            async with asyncio.timeout(20):
+                await dumped.wait()
+            for _ in range(200):
+                await node.drain()
+                if len(pipeline.graph) == 20:
+                    break
+                await asyncio.sleep(0.05)
+            why = "refused" if refusal == "warning" else "timeout"
+            assert node.counters[f"query_fallback:{why}"] == 1
+            assert node.counters["closed:query_fallback"] == 1
+            assert connections == 2
+            assert len(pipeline.graph) == 20
+            assert not node.querying
+
+    run(body)
+
+
+def test_extended_queries_are_answered_and_mismatched_tlvs_refused() -> None:
+    """As a server: ``query_channel_range`` with ``query_option``
+    timestamps and checksums gets both for every id (Core Lightning and
+    Eclair ask for them), each checksum the CRC-32C of the update without
+    signature and timestamp; ``query_short_channel_ids`` with ``query_flags``
+    gets only what the flags ask; flags that do not match the ids one for
+    one get a ``warning`` naming the message and the fault, and a disconnect."""
+    graph = gen.synthetic_graph(30, 12, seed=9)
+    served, scids = _served(graph)
+
+    async def body() -> None:
+        async with GossipNode(keys("ext-srv"), served, config=NodeConfig(sync=False)) as node:
+            host, port = await node.listen()
+            address = f"{node.node_id.hex()}@{host}:{port}"
+            conn = await hello(address, "cln-like")
+            option = bolt.QUERY_OPTION_TIMESTAMPS | bolt.QUERY_OPTION_CHECKSUMS
+            await conn.send(
+                bolt.QueryChannelRange(MAINNET_CHAIN_HASH, query_option=option).encode()
+            )
+            while bolt.message_type(m := await conn.recv()) != bolt.REPLY_CHANNEL_RANGE:
+                pass
+            r = bolt.ReplyChannelRange.decode(m)
+            assert r.short_channel_ids == scids
+            assert r.timestamps is not None and r.checksums is not None
+            for s, ts, cs in zip(r.short_channel_ids, r.timestamps, r.checksums, strict=True):
+                ch = served.graph.channel(s)
+                assert ch is not None and ch[1] is not None and ch[2] is not None
+                assert ts == (bolt.update_timestamp(ch[1]), bolt.update_timestamp(ch[2]))
+                assert cs == (bolt.update_checksum(ch[1]), bolt.update_checksum(ch[2]))
+            # only the update of direction 1 of the first 5 channels
+            flags = [bolt.QUERY_FLAG_UPDATE_2] * 5
+            await conn.send(
+                bolt.QueryShortChannelIds(MAINNET_CHAIN_HASH, scids[:5], flags).encode()
+            )
+            got = []
+            while bolt.message_type(m := await conn.recv()) != bolt.REPLY_SHORT_CHANNEL_IDS_END:
+                got.append(m)
+            assert got == [served.graph.channel(s)[2] for s in scids[:5]]  # type: ignore[index]
+            # flags for 4 of 5 ids
+            bad = bolt.QueryShortChannelIds(MAINNET_CHAIN_HASH, scids[:5], flags[:4]).encode()
+            await conn.send(bad)
+            got = []
+            with contextlib.suppress(TransportError, OSError, TimeoutError):
+                async with asyncio.timeout(10):
+                    while True:
+                        got.append(m := await conn.recv())
+            warnings = [bolt.decode_error(m) for m in got if bolt.message_type(m) == bolt.WARNING]
+            assert warnings == ["malformed query_short_channel_ids: tlv_count_mismatch"]
+            await conn.close()
+
+    run(body)
+
+
+def test_connections_from_one_network_group_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    """200 connections from addresses of one /16: at most
+    ``max_inbound_per_netgroup`` are kept, the rest closed at once and
+    counted, with a log line, not a traceback each; a peer from another
+    network group still connects."""
+
+    async def body() -> None:
+        cfg = NodeConfig(sync=False, max_inbound_per_netgroup=8)
+        async with GossipNode(keys("capped"), config=cfg) as node:
+            host, port = await node.listen("127.0.0.1")
+            socks = []
+            for i in range(200):
+                src = f"127.1.{i % 50}.{2 + i // 50}"  # 200 addresses, one /16
+                r, w = await asyncio.open_connection(host, port, local_addr=(src, 0))
+                socks.append((r, w))
+            for _ in range(100):
+                if node.counters["refused_connection_limit"] >= 192:
+                    break
+                await asyncio.sleep(0.02)
+            assert node.counters["refused_connection_limit"] == 192
+            assert node.counters["refused:netgroup"] == 192
+            assert dict(node._inbound.by_group) == {"127.1.0.0/16": 8}
+            # an honest peer from 127.0.0.1 (another /16) gets in
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "honest")
+            await conn.close()
+            for _, w in socks:
+                w.close()
+
+    with caplog.at_level("INFO", logger="lngossip.net"):
+        run(body)
+    lines = [r for r in caplog.records if "refusing connections" in r.getMessage()]
+    assert 1 <= len(lines) <= 3
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_processing_loop_survives_a_failing_callback() -> None:
+    """``on_accepted`` raising does not end the processing loop: it is logged
+    and counted, and later gossip is still processed."""
+    graph = gen.synthetic_graph(30, 12, seed=4)
+    calls = 0
+
+    def flaky(batch: list[bytes]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk full")
+
+    async def body() -> None:
+        cfg = NodeConfig(sync=False, batch=16)
+        async with GossipNode(keys("flaky"), Pipeline(policy="archive"), config=cfg) as node:
+            node.on_accepted = flaky
+            host, port = await node.listen()
+            conn = await hello(f"{node.node_id.hex()}@{host}:{port}", "feeder")
+            for m in graph.messages():
+                await conn.send(m)
+            for _ in range(200):
+                await node.drain()
+                if len(node.pipeline.graph) == 30 and calls > 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert node.counters["processing_errors"] == 1
+            assert len(node.pipeline.graph) == 30 and calls > 1
+            await conn.close()
+
+    run(body)
+
+
+def test_relay_in_a_line_reaches_the_end_once_and_never_comes_back() -> None:
+    """A - B - C on loopback: gossip a peer injects at A reaches C exactly
+    once (through B), and nothing comes back to A."""
+    graph = gen.synthetic_graph(50, 20, seed=9)
+    msgs = graph.messages()
+
+    async def body() -> None:
+        cfg = NodeConfig(relay_interval=0)
+        a, b, c = (GossipNode(keys(n), Pipeline(policy="archive"), config=cfg) for n in "ABC")
+        async with a, b, c:
+            a_addr, c_addr = await a.listen(), await c.listen()
+            await b.connect(a.node_id, *a_addr)
+            await b.connect(c.node_id, *c_addr)
+            nodes = (a, b, c)
+            for _ in range(200):  # every link has asked for gossip (filters set)
+                if all(p.their_queries.filter for n in nodes for p in n.peers.values()):
+                    break
+                await asyncio.sleep(0.02)
+            injector = await hello(f"{a.node_id.hex()}@{a_addr[0]}:{a_addr[1]}", "X")
+            for m in msgs:
+                await injector.send(m)
+            for _ in range(400):
+                for n in nodes:
+                    await n.drain()
+                if set(dump(c.pipeline.graph)) == set(msgs):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # anything on its way back would arrive now
+            for n in nodes:
+                await n.drain()
+            assert set(dump(c.pipeline.graph)) == set(msgs)
+            assert c.counters["gossip_received"] == len(msgs)  # each once
+            assert b.counters["gossip_received"] == len(msgs)
+            assert a.counters["gossip_received"] == len(msgs)  # only from X: none came back
+            assert b.counters["relay_sent"] == len(msgs)
+            await injector.close()
+
+    run(body)
+
+
+EMFILE_NODE = """
+import asyncio, logging, resource, sys
+from lngossip.net.node import GossipNode, NodeConfig
+from lngossip.net.transport import Keys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+async def main():
+    cfg = NodeConfig(
+        sync=False, max_inbound=10_000, max_pending_inbound=10_000, max_inbound_per_netgroup=10_000
+    )
+    async with GossipNode(Keys(bytes(31) + b"\\x07"), config=cfg) as node:
+        host, port = await node.listen()
+        print(port, flush=True)
+        await asyncio.sleep(float(sys.argv[1]))
+        print("accept_out_of_resources", node.counters["accept_out_of_resources"], flush=True)
+asyncio.run(main())
+"""
+
+
+def test_out_of_descriptors_accepting_backs_off_with_one_log_line() -> None:
+    """A node whose connection cap is set above its descriptor limit (64):
+    200 connections exhaust the descriptors; accepting pauses and says so in
+    one log line, not a traceback per attempt, and the node goes on."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMFILE_NODE, "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+
+    async def flood() -> None:
+        socks = []
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                socks.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(3)
+        for _, w in socks:
+            w.close()
+
+    asyncio.run(flood())
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    counted = int(out.split()[-1])
+    assert counted >= 1, (out, err)
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "accept() failed" in line]
+    assert 1 <= len(lines) <= 1 + counted // 100, err
+
+
+# -- one graph per node --------------------------------------------------------------
+
+
+def test_poisoning_a_loaded_channel_is_a_duplicate(small_graph: gen.SyntheticGraph) -> None:
+    """In process: the forged announcement is decided ``duplicate`` by the
+    pipeline that loaded the file, and the graph keeps the original."""
+    original = small_graph.channel_announcements[5]
+    forged = forged_announcement(original)
+    (scid,) = struct.unpack_from(">Q", original, 292)
+
+    async def body() -> None:
+        pipeline = make_pipeline("rust", policy="archive")
+        await asyncio.to_thread(ingest.run, pipeline, [(0, m) for m in small_graph.messages()])
+        node = GossipNode(keys("server"), pipeline, config=NodeConfig(sync=False))
+        host, port = await node.listen()
+        await send_and_confirm(f"{node.node_id.hex()}@{host}:{port}", forged)
+        c = pipeline.counters()["decisions"]["channel_announcement"]
+        assert c["duplicate"] == 1 and c["accepted"] == 400
+        channel = Graph(pipeline).channel(scid)
+        assert channel is not None and channel.raw == original
+        await node.close(2)
+
+    run(body)
+
+
+def test_node_serves_a_dump_while_its_graph_grows(small_graph: gen.SyntheticGraph) -> None:
+    """B serves its graph to A while B syncs a second graph from C: no
+    exception, A gets B's graph, B gets C's."""
+    # C's graph: newer, other channels (same node keys: its node announcements win)
+    other = gen.synthetic_graph(300, 90, seed=8, base_timestamp=1_767_225_600 + 86_400)
+    reference = make_pipeline("rust", policy="archive")
+    ingest.run(reference, [(0, m) for m in [*small_graph.messages(), *other.messages()]])
+    want_b = set(dump(reference.graph))
+    b_channels = {*small_graph.channel_announcements, *small_graph.channel_updates}
+
+    async def body() -> None:
+        b_pipeline = make_pipeline("rust", policy="archive")
+        await asyncio.to_thread(ingest.run, b_pipeline, [(0, m) for m in small_graph.messages()])
+        c_pipeline = make_pipeline("rust", policy="archive")
+        await asyncio.to_thread(ingest.run, c_pipeline, [(0, m) for m in other.messages()])
+        c = GossipNode(keys("C"), c_pipeline, config=NodeConfig(sync=False))
+        b = GossipNode(keys("B"), b_pipeline, config=NodeConfig(dump_page=16))
+        a = GossipNode(keys("A"), make_pipeline("rust", policy="archive"))
+        c_addr = await c.listen()
+        b_addr = await b.listen()
+        # A asks B for everything while B takes C's graph in
+        peers = await asyncio.gather(a.connect(b.node_id, *b_addr), b.connect(c.node_id, *c_addr))
+        assert all(peers)
+        for _ in range(600):
+            await asyncio.sleep(0.05)
+            await b.drain()
+            await a.drain()
+            if set(dump(b_pipeline.graph)) == want_b and b_channels <= set(dump(a.pipeline.graph)):
+                break
+        assert set(dump(b_pipeline.graph)) == want_b
+        assert len(want_b - set(small_graph.messages())) > 500  # B took plenty in
+        # A got B's whole dump (a node announcement B replaced meanwhile may
+        # reach A in either version)
+        assert b_channels <= set(dump(a.pipeline.graph))
+        assert a.pipeline.graph.node_count() >= 120
+        assert b.counters["processing_errors"] == 0
+        assert not [k for k in b.counters if k.startswith("closed:") and "cancelled" not in k]
+        for n in (a, b, c):
             await n.close(2)
 
     run(body)

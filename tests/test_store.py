@@ -5,7 +5,6 @@ node that serves a dump while its own graph grows."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -24,30 +23,9 @@ import pytest
 from lngossip import Graph, Pipeline, gen, netcli, readers
 from lngossip.graph import dump
 from lngossip.ingest import make_pipeline, run
-from lngossip.net import messages as bolt
-from lngossip.net.node import Node, NodeConfig
-from lngossip.net.transport import Keys, connect
-from lngossip.wire import MAINNET_CHAIN_HASH
+from tests.helpers import LNGOSSIP, serving, sync
 
-LNGOSSIP = [sys.executable, "-m", "lngossip"]
 HEADER = struct.Struct(">HHII")
-
-
-def keys(label: str) -> Keys:
-    return Keys(hashlib.sha256(label.encode()).digest())
-
-
-@pytest.fixture(scope="module")
-def small_graph() -> gen.SyntheticGraph:
-    return gen.synthetic_graph(400, 120, seed=7)
-
-
-@pytest.fixture(scope="module")
-def graph_file(tmp_path_factory: pytest.TempPathFactory, small_graph: gen.SyntheticGraph) -> Path:
-    path = tmp_path_factory.mktemp("graph") / "graph.gsp"
-    with readers.GspWriter(path) as w:
-        w.write_all(small_graph.messages())
-    return path
 
 
 def records(path: Path) -> list[tuple[int, int, int]]:
@@ -410,59 +388,19 @@ def test_a_forged_record_is_trusted_unless_the_store_is_verified(
 # -- restarts ----------------------------------------------------------------------
 
 
-def _serve(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [*LNGOSSIP, "serve", "--listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    address = proc.stdout.readline().strip()
-    if "@127.0.0.1:" not in address:
-        proc.kill()
-        raise AssertionError(proc.stderr.read() if proc.stderr else "no address")
-    return proc, address
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    err = proc.stderr.read() if proc.stderr else ""
-    for f in (proc.stdout, proc.stderr):
-        if f:
-            f.close()
-    return err
-
-
-def _sync(address: str, *args: str) -> dict[str, object]:
-    out = subprocess.run(
-        [*LNGOSSIP, "sync", address, "--policy", "archive", "--until-idle", "1", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    d: dict[str, object] = json.loads(out.stdout)
-    return d
-
-
 def test_serve_restarts_from_its_store_without_verifying(graph_file: Path, tmp_path: Path) -> None:
     """``serve --store`` loads files once; started again from the store
     alone it verifies nothing and serves the whole graph."""
     store = tmp_path / "serve.store"
-    proc, _ = _serve("--gossip", str(graph_file), "--store", str(store))
-    _stop(proc)
-    proc, address = _serve("--store", str(store))
-    try:
-        d = _sync(address, "--out", str(tmp_path / "synced.gsp"))
+    with serving("--gossip", str(graph_file), "--store", str(store)) as served:
+        served.stop()
+    with serving("--store", str(store)) as served:
+        d = sync(served.address, "--out", str(tmp_path / "synced.gsp"))
         assert set(readers.iter_messages(tmp_path / "synced.gsp")) == set(
             readers.iter_messages(graph_file)
         )
         assert d["signatures_verified"] > 0  # the client verified what it got
-    finally:
-        err = _stop(proc)
+        err = served.stop()
     assert "0 signatures verified" in err, err
     assert "400 channels" in err, err
 
@@ -471,14 +409,11 @@ def test_sync_restarted_from_its_store_asks_only_for_recent_gossip(
     graph_file: Path, tmp_path: Path, small_graph: gen.SyntheticGraph
 ) -> None:
     store = tmp_path / "sync.store"
-    proc, address = _serve("--gossip", str(graph_file))
-    try:
-        first = _sync(address, "--store", str(store))
+    with serving("--gossip", str(graph_file)) as served:
+        first = sync(served.address, "--store", str(store))
         assert first["first_timestamp"] == 0
         assert first["messages"] == len(small_graph.messages())
-        second = _sync(address, "--store", str(store), "--since-margin", "600")
-    finally:
-        _stop(proc)
+        second = sync(served.address, "--store", str(store), "--since-margin", "600")
     newest = max(readers_timestamps(small_graph.messages()))
     assert second["first_timestamp"] == newest - 600
     # exactly what a filter from there returns, and far less than everything
@@ -498,17 +433,14 @@ def test_sync_refetches_what_a_damaged_store_lost(
     at the newest stored timestamp less the margin, and the lost record,
     older than that, never came back)."""
     store = tmp_path / "sync.store"
-    proc, address = _serve("--gossip", str(graph_file))
-    try:
-        _sync(address, "--store", str(store))
+    with serving("--gossip", str(graph_file)) as served:
+        sync(served.address, "--store", str(store))
         live = [r for r in records(store) if not r[1] & 0x8000]
         off, _flags, _n = live[len(live) // 2]
         data = bytearray(store.read_bytes())
         data[off + 12 + 70] ^= 0x01  # a bit of its message: the CRC no longer matches
         store.write_bytes(bytes(data))
-        again = _sync(address, "--store", str(store), "--since-margin", "600")
-    finally:
-        _stop(proc)
+        again = sync(served.address, "--store", str(store), "--since-margin", "600")
     assert again["first_timestamp"] == 0
     assert again["store"]["skipped_regions"] == 1  # type: ignore[index]
     assert again["signatures_verified"] > 0  # the lost message, verified again
@@ -521,118 +453,6 @@ def readers_timestamps(msgs: list[bytes]) -> list[int]:
     from lngossip.wire import parse_message
 
     return [t for m in msgs if (t := parse_message(m).timestamp) is not None]
-
-
-# -- one graph per node ------------------------------------------------------------
-
-
-def _forged_announcement(ann: bytes) -> bytes:
-    """The same ``short_channel_id`` as ``ann``, signed with four other valid keys."""
-    (scid,) = struct.unpack_from(">Q", ann, 258 + 2 + 32)
-    k = [gen.private_key("attacker", i) for i in range(4)]
-    return gen.channel_announcement(scid, k[0], k[1], k[2], k[3])
-
-
-async def _send_and_confirm(address: tuple[bytes, str, int], msg: bytes) -> None:
-    """Connect as a peer, send ``msg``, and wait until the node has read it
-    (a pong to a later ping)."""
-    node_id, host, port = address
-    conn = await connect(host, port, keys("attacker"), node_id)
-    try:
-        await conn.send(bolt.Init(networks=[MAINNET_CHAIN_HASH]).encode())
-        while bolt.message_type(await conn.recv()) != bolt.INIT:
-            pass
-        await conn.send(msg)
-        await conn.send(bolt.encode_ping(4))
-        while bolt.message_type(await conn.recv()) != bolt.PONG:
-            pass
-    finally:
-        await conn.close()
-
-
-def test_poisoning_a_loaded_channel_is_a_duplicate(small_graph: gen.SyntheticGraph) -> None:
-    """In process: the forged announcement is decided ``duplicate`` by the
-    pipeline that loaded the file, and the graph keeps the original."""
-    original = small_graph.channel_announcements[5]
-    forged = _forged_announcement(original)
-    (scid,) = struct.unpack_from(">Q", original, 292)
-
-    async def body() -> None:
-        pipeline = make_pipeline("rust", policy="archive")
-        await asyncio.to_thread(run, pipeline, [(0, m) for m in small_graph.messages()])
-        node = Node(keys("server"), pipeline, config=NodeConfig(sync=False))
-        host, port = await node.listen()
-        await _send_and_confirm((node.node_id, host, port), forged)
-        c = pipeline.counters()["decisions"]["channel_announcement"]
-        assert c["duplicate"] == 1 and c["accepted"] == 400
-        channel = Graph(pipeline).channel(scid)
-        assert channel is not None and channel.raw == original
-        await node.close(2)
-
-    asyncio.run(body())
-
-
-def test_poisoning_through_serve_serves_the_original(graph_file: Path, tmp_path: Path) -> None:
-    """Over the wire, through ``lngossip serve``: after a peer sent a forged
-    announcement for a loaded channel, a full dump holds the original, byte
-    for byte, and not the forgery."""
-    msgs = list(readers.iter_messages(graph_file))
-    original = msgs[5]
-    forged = _forged_announcement(original)
-    proc, address = _serve("--gossip", str(graph_file), "--policy", "live")
-    try:
-        node_hex, hp = address.split("@")
-        host, port = hp.rsplit(":", 1)
-        asyncio.run(_send_and_confirm((bytes.fromhex(node_hex), host, int(port)), forged))
-        _sync(address, "--out", str(tmp_path / "dump.gsp"))
-    finally:
-        _stop(proc)
-    served = list(readers.iter_messages(tmp_path / "dump.gsp"))
-    assert original in served and forged not in served
-    assert set(served) == set(msgs)
-
-
-def test_node_serves_a_dump_while_its_graph_grows(small_graph: gen.SyntheticGraph) -> None:
-    """B serves its graph to A while B syncs a second graph from C: no
-    exception, A gets B's graph, B gets C's."""
-    # C's graph: newer, other channels (same node keys: its node announcements win)
-    other = gen.synthetic_graph(300, 90, seed=8, base_timestamp=1_767_225_600 + 86_400)
-    reference = make_pipeline("rust", policy="archive")
-    run(reference, [(0, m) for m in [*small_graph.messages(), *other.messages()]])
-    want_b = set(dump(reference.graph))
-    b_channels = {*small_graph.channel_announcements, *small_graph.channel_updates}
-
-    async def body() -> None:
-        b_pipeline = make_pipeline("rust", policy="archive")
-        await asyncio.to_thread(run, b_pipeline, [(0, m) for m in small_graph.messages()])
-        c_pipeline = make_pipeline("rust", policy="archive")
-        await asyncio.to_thread(run, c_pipeline, [(0, m) for m in other.messages()])
-        c = Node(keys("C"), c_pipeline, config=NodeConfig(sync=False))
-        b = Node(keys("B"), b_pipeline, config=NodeConfig(dump_page=16))
-        a = Node(keys("A"), make_pipeline("rust", policy="archive"))
-        c_addr = await c.listen()
-        b_addr = await b.listen()
-        # A asks B for everything while B takes C's graph in
-        peers = await asyncio.gather(a.connect(b.node_id, *b_addr), b.connect(c.node_id, *c_addr))
-        assert all(peers)
-        for _ in range(600):
-            await asyncio.sleep(0.05)
-            await b.drain()
-            await a.drain()
-            if set(dump(b_pipeline.graph)) == want_b and b_channels <= set(dump(a.pipeline.graph)):
-                break
-        assert set(dump(b_pipeline.graph)) == want_b
-        assert len(want_b - set(small_graph.messages())) > 500  # B took plenty in
-        # A got B's whole dump (a node announcement B replaced meanwhile may
-        # reach A in either version)
-        assert b_channels <= set(dump(a.pipeline.graph))
-        assert a.pipeline.graph.node_count() >= 120
-        assert b.counters["processing_errors"] == 0
-        assert not [k for k in b.counters if k.startswith("closed:") and "cancelled" not in k]
-        for n in (a, b, c):
-            await n.close(2)
-
-    asyncio.run(body())
 
 
 def test_store_kept_on_disk_is_core_lightning_format(graph_file: Path, tmp_path: Path) -> None:
@@ -674,50 +494,3 @@ def _crc32c(seed: int, data: bytes) -> int:
         for _ in range(8):
             crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
     return crc ^ 0xFFFFFFFF
-
-
-def test_serve_exposes_prometheus_metrics(graph_file: Path, tmp_path: Path) -> None:
-    """``serve --metrics``: the graph, decisions, peers and disconnects are
-    scraped from ``/metrics`` in Prometheus' text format."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        mport = s.getsockname()[1]
-    proc, address = _serve("--gossip", str(graph_file), "--metrics", f"127.0.0.1:{mport}")
-    try:
-        _sync(address)
-        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
-            text = r.read().decode()
-    finally:
-        _stop(proc)
-    lines = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
-    assert float(lines["lngossip_graph_channels"]) == 400
-    assert float(lines["lngossip_graph_nodes"]) == 120
-    key = 'lngossip_decisions_total{decision="accepted",msg_type="channel_announcement"}'
-    assert float(lines[key]) == 400
-    assert float(lines["lngossip_signatures_verified_total"]) > 1600
-    assert "lngossip_disconnects_total" in text and "lngossip_peers" in lines
-
-
-def test_sync_that_gets_nothing_says_so_and_fails(tmp_path: Path) -> None:
-    """A peer with an empty graph: ``sync`` ends after ``--until-idle``,
-    says it received nothing and exits 1; its elapsed time is not negative."""
-    proc, address = _serve("--store", str(tmp_path / "empty.store"))
-    try:
-        out = subprocess.run(
-            [*LNGOSSIP, "sync", address, "--until-idle", "1", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        _stop(proc)
-    assert out.returncode == 1
-    assert "no gossip received" in out.stderr
-    d = json.loads(out.stdout)
-    assert d["messages"] == 0 and d["elapsed_s"] >= 0

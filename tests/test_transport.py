@@ -36,6 +36,7 @@ from lngossip.net.transport import (
     connect,
 )
 from tests.conftest import pyln_interpreter
+from tests.helpers import run
 from tests.pyln_peer import make_message
 
 H = bytes.fromhex
@@ -424,14 +425,6 @@ def frame(cs: CipherState, msg: bytes) -> tuple[bytes, bytes]:
     return cs.encrypt(b"", len(msg).to_bytes(2, "big")), cs.encrypt(b"", msg)
 
 
-def run(coro: Awaitable[None]) -> None:
-    async def main() -> None:
-        async with asyncio.timeout(120):
-            await coro
-
-    asyncio.run(main())
-
-
 # -- loopback tests --------------------------------------------------------------
 
 
@@ -491,7 +484,7 @@ def test_loopback_round_trip(codec: CodecName) -> None:
             await client.send(b"still fine")
             assert await server.recv() == b"still fine"
 
-    run(main())
+    run(main)
 
 
 def test_wrong_remote_node_id() -> None:
@@ -506,7 +499,7 @@ def test_wrong_remote_node_id() -> None:
                 await fut
             assert ei.value.reason == "handshake_mac"
 
-    run(main())
+    run(main)
 
 
 def test_accept_bad_version_over_network() -> None:
@@ -524,7 +517,7 @@ def test_accept_bad_version_over_network() -> None:
             finally:
                 await close_writer(writer)
 
-    run(main())
+    run(main)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -555,7 +548,7 @@ def test_corrupted_frame(where: str, codec: CodecName) -> None:
             finally:
                 await close_writer(writer)
 
-    run(main())
+    run(main)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -580,7 +573,7 @@ def test_eof_mid_frame(cut: int, codec: CodecName) -> None:
             finally:
                 await close_writer(writer)
 
-    run(main())
+    run(main)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -610,7 +603,7 @@ def test_recv_is_cancel_safe(codec: CodecName) -> None:
             finally:
                 await close_writer(writer)
 
-    run(main())
+    run(main)
 
 
 def test_connect_timeout() -> None:
@@ -628,7 +621,7 @@ def test_connect_timeout() -> None:
             assert ei.value.reason == "timeout"
             assert 0.25 <= elapsed < 5.0
 
-    run(main())
+    run(main)
 
 
 def test_accept_timeout() -> None:
@@ -645,7 +638,7 @@ def test_accept_timeout() -> None:
             finally:
                 await close_writer(writer)
 
-    run(main())
+    run(main)
 
 
 def test_timeout_must_be_positive() -> None:
@@ -653,7 +646,7 @@ def test_timeout_must_be_positive() -> None:
         with pytest.raises(ConfigError):
             await connect(LOCAL, 9, Keys(), Keys().node_id, timeout=0)
 
-    run(main())
+    run(main)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -686,7 +679,7 @@ def test_connection_frames_match_vectors(codec: CodecName) -> None:
             for w in (wa, wb, wc, wd):
                 await close_writer(w)
 
-    run(main())
+    run(main)
 
 
 # -- interop with pyln-proto ---------------------------------------------------------
@@ -747,7 +740,7 @@ def test_interop_pyln_responder(pyln_python: str, codec: CodecName) -> None:
         assert f"REMOTE {ours.node_id.hex()}" in out.splitlines(), out
         assert "DONE" in out.splitlines(), out
 
-    run(main())
+    run(main)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -783,4 +776,4 @@ def test_interop_pyln_initiator(pyln_python: str, codec: CodecName) -> None:
             assert proc.returncode == 0, err
             assert "DONE" in out.splitlines(), out
 
-    run(main())
+    run(main)

@@ -160,7 +160,7 @@ class TransportError(GossipError, ConnectionError):
         The handshake succeeded but the connection ended before both
         ``init`` messages were exchanged (``detail`` says why: another
         network, unknown required features, ...); raised by
-        :meth:`lngossip.net.node.Node.connect`.
+        :meth:`lngossip.net.node.GossipNode.connect`.
 
     Apart from ``too_long``, the connection cannot be used afterwards. It is
     both a :class:`~lngossip.errors.GossipError` and a

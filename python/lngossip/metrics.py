@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 if TYPE_CHECKING:
-    from lngossip.net.node import Node
+    from lngossip.net.node import GossipNode
 
 __all__ = ["NodeCollector", "serve_metrics"]
 
@@ -39,7 +39,7 @@ __all__ = ["NodeCollector", "serve_metrics"]
 class NodeCollector(Collector):
     """Reads ``node`` and its pipeline at each scrape."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: GossipNode) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -99,7 +99,7 @@ class NodeCollector(Collector):
         yield closed
 
 
-def serve_metrics(node: Node, host: str, port: int) -> tuple[str, int]:
+def serve_metrics(node: GossipNode, host: str, port: int) -> tuple[str, int]:
     """Expose ``node``'s metrics at ``http://HOST:PORT/metrics`` from a
     daemon thread (prometheus-client's own server); returns the bound address.
 

@@ -26,7 +26,7 @@ from lngossip.errors import ConfigError
 from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_from, run
 from lngossip.metrics import serve_metrics
 from lngossip.net import messages as bolt
-from lngossip.net.node import Node, NodeConfig
+from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import CodecName, Keys, TransportError, accept
 from lngossip.report import emit_report, store_damage, warn_damage
 from lngossip.rgs_server import RgsServer
@@ -177,7 +177,7 @@ async def _serve(args: argparse.Namespace) -> int:
             f"{pipeline.graph.node_count():,} nodes"
         )
     pipeline.set_policy(args.policy)
-    node = Node(keys, pipeline, config=NodeConfig(sync=False, codec=args.codec))
+    node = GossipNode(keys, pipeline, config=NodeConfig(sync=False, codec=args.codec))
     if args.metrics:
         mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
         err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
@@ -242,7 +242,7 @@ async def sync_from(
     stop: asyncio.Event | None = None,
     metrics: tuple[str, int] | None = None,
     codec: CodecName = "rust",
-) -> tuple[IngestReport, Node]:
+) -> tuple[IngestReport, GossipNode]:
     """Connect to ``peers``, sync until no gossip came for ``until_idle``
     seconds (counted from the start until the first message) and every
     admitted message is decided, or until ``timeout`` seconds in all, or
@@ -276,7 +276,7 @@ async def sync_from(
         log.info("the store lost records when it was opened: asking peers for all gossip")
     if show is not None and (line := store_summary(pipeline)) is not None:
         show.print(f"sync: {line}; asking for gossip from timestamp {first_timestamp}")
-    node = Node(
+    node = GossipNode(
         Keys(),
         pipeline,
         config=NodeConfig(
@@ -434,7 +434,7 @@ async def demo_tcp(args: argparse.Namespace) -> IngestReport:
     served = make_pipeline(args.engine, policy="archive")
     await asyncio.to_thread(run, served, ((0, m) for m in graph.messages()), engine=args.engine)
     bad = [m for p, m in gen.demo_stream(graph, peers=args.peers) if p == args.peers]
-    servers = [Node(Keys(), served, config=NodeConfig(sync=False)) for _ in range(args.peers)]
+    servers = [GossipNode(Keys(), served, config=NodeConfig(sync=False)) for _ in range(args.peers)]
     addrs = [await s.listen("127.0.0.1", 0) for s in servers]
     peers = [(s.node_id, h, p) for s, (h, p) in zip(servers, addrs, strict=True)]
     bad_keys, ready = Keys(), asyncio.Event()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import crc32c
 
-from lngossip.errors import MalformedMessage
+from lngossip.errors import GossipError, MalformedMessage
 from lngossip.readers import bigsize_encode
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "WARNING",
     "GossipTimestampFilter",
     "Init",
+    "ProtocolViolation",
     "QueryChannelRange",
     "QueryShortChannelIds",
     "ReplyChannelRange",
@@ -535,3 +536,13 @@ class ReplyShortChannelIdsEnd:
     def decode(cls, msg: bytes) -> ReplyShortChannelIdsEnd:
         r = _R(msg)
         return cls(r.take(32), r.u8())
+
+
+class ProtocolViolation(GossipError):
+    """A peer broke a rule of BOLT #1 or BOLT #7 that ends the connection
+    (``text``, counted as ``reason``): the node sends it a ``warning`` with
+    ``text`` and disconnects."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(text)
+        self.text, self.reason = text, reason
