@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from lngossip import Graph, Pipeline, baseline, gen
 from lngossip.errors import ConfigError
 from lngossip.rgs import read_snapshot
 from lngossip.rgscli import SNAPSHOT_INTERVAL_S
+from tests.helpers import LNGOSSIP
 from tests.test_rgs_reader import graph as ldk_graph
 from tests.test_rgs_reader import rgs_apply, run_rgs_apply
 
@@ -34,7 +34,6 @@ __all__ = ["rgs_apply"]  # the fixture, imported for this module's tests
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "topology"
 TOPOLOGY = DATA / "mainnet-2026-02-topology.gsp.xz"
 REFRESH = DATA / "mainnet-2026-02-refresh.gsp.xz"
-LNGOSSIP = [sys.executable, "-m", "lngossip"]
 WEEK = 7 * 86_400
 
 
