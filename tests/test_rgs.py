@@ -25,7 +25,7 @@ from lngossip import Graph, Pipeline, baseline, gen
 from lngossip.errors import ConfigError
 from lngossip.rgs import read_snapshot
 from lngossip.rgscli import SNAPSHOT_INTERVAL_S
-from tests.helpers import LNGOSSIP
+from tests.helpers import LNGOSSIP, rss
 from tests.test_rgs_reader import graph as ldk_graph
 from tests.test_rgs_reader import rgs_apply, run_rgs_apply
 
@@ -369,14 +369,6 @@ def _free_port() -> int:
         return port
 
 
-def _rss(pid: int) -> int:
-    """Resident set size of process ``pid`` in bytes (Linux ``/proc``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def _get(port: int, path: str) -> tuple[int, bytes]:
     import urllib.error
     import urllib.request
@@ -429,7 +421,7 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
             code, body = _get(port, path)
             assert code == status, (path, code, body)
             assert b"Traceback" not in body and len(body.splitlines()) <= 1
-        rss0 = _rss(proc.pid)
+        rss0 = rss(proc.pid)
         # 200 clients ask for the full snapshot and never read it
         for _ in range(200):
             s = socket.socket()
@@ -442,13 +434,13 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
         code, body = _get(port, "/snapshot/v2/0")
         honest_s = time.perf_counter() - t0
         assert (code, body == expect[2]) == (200, True)
-        rss = _rss(proc.pid)
+        rss1 = rss(proc.pid)
         print(
             f"\nserve --rgs: honest full v2 snapshot ({len(body):,} bytes) in {honest_s:.3f} s "
-            f"with 200 clients holding requests; serve RSS +{(rss - rss0) / 2**20:.1f} MiB"
+            f"with 200 clients holding requests; serve RSS +{(rss1 - rss0) / 2**20:.1f} MiB"
         )
         assert honest_s < 10
-        assert rss - rss0 < 150 * 2**20
+        assert rss1 - rss0 < 150 * 2**20
     finally:
         for s in held:
             s.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 import time
@@ -18,20 +19,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from lngossip.errors import ConfigError
 from lngossip.rgs_server import RgsServer
+from tests.helpers import rss
 
 HOUR3 = 10800
 GRID = 1_699_995_600  # a multiple of 3 h
 NOW = GRID + 5000  # between two grid points
 MB = 1024 * 1024
-
-
-def _rss() -> int:
-    """This process's resident set size in bytes (Linux ``/proc``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 class Builder:
@@ -642,10 +635,10 @@ def test_an_honest_client_is_served_through_200_slow_clients(
             while not stop.is_set():
                 for k, v in s.stats().items():
                     peak[k] = max(peak.get(k, 0), v)
-                peak["rss"] = max(peak.get("rss", 0), _rss())
+                peak["rss"] = max(peak.get("rss", 0), rss(os.getpid()))
                 await asyncio.sleep(0.02)
 
-        rss0 = _rss()
+        rss0 = rss(os.getpid())
         sampler = asyncio.create_task(sample())
         got: list[int] = []
         # half read 1 byte a second, half never read
