@@ -88,8 +88,10 @@ interop:
 lint:
 	cargo fmt --all --check
 	cargo fmt --all --check --manifest-path fuzz/Cargo.toml
+	cargo fmt --all --check --manifest-path tests/interop/ldk/Cargo.toml
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target/fuzz --locked -- -D warnings
+	cargo clippy --manifest-path tests/interop/ldk/Cargo.toml --target-dir target/interop --release --locked -- -D warnings
 	$(BIN)/ruff check python tests benches fuzz
 	$(BIN)/ruff format --check python tests benches fuzz
 	$(BIN)/mypy
