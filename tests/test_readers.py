@@ -223,7 +223,7 @@ EDGE_MSGS = [
     fake(CU, 252, 1),  # largest 1-byte length
     fake(CU, 253, 2),  # smallest 0xfd length
     fake(NA, 142, 3),
-    fake(CA, 430, 4),
+    fake(CA, 432, 4),  # shortest channel_announcement (type included)
     fake(NA, 65535, 5),  # largest message
 ]
 
@@ -251,8 +251,8 @@ def test_writer_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [b"", b"\x01", fake(CU, 129), fake(3, 200), fake(NA, 65536)],
-    ids=["empty", "one_byte", "short_update", "type_3", "too_long"],
+    [b"", b"\x01", fake(CU, 129), fake(CA, 431), fake(3, 200), fake(NA, 65536)],
+    ids=["empty", "one_byte", "short_update", "short_announcement", "type_3", "too_long"],
 )
 def test_writer_rejects_implausible(tmp_path: Path, bad: bytes) -> None:
     with GspWriter(tmp_path / "x.gsp") as w, pytest.raises(ValueError):

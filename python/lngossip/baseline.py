@@ -27,6 +27,7 @@ from lngossip.errors import ConfigError, MalformedMessage
 from lngossip.types import Counters
 from lngossip.wire import (
     CHANNEL_ANNOUNCEMENT,
+    CHANNEL_ANNOUNCEMENT_SIGNATURES_AT,
     CHANNEL_UPDATE,
     DECISIONS,
     MAINNET_CHAIN_HASH,
@@ -34,6 +35,7 @@ from lngossip.wire import (
     MSG_KINDS,
     NODE_ANNOUNCEMENT,
     SIGNED_FROM,
+    TYPE_LEN,
     Decision,
     Gossip,
     Outcome,
@@ -96,9 +98,6 @@ class _RateLimiter:
             return False
         self.buckets[key] = (tokens - 1, since)
         return True
-
-
-_SIG_OFFSETS = (2, 66, 130, 194)
 
 
 @dataclass(frozen=True, slots=True)
@@ -917,13 +916,13 @@ class Pipeline:
     def _checks(self, p: _Pending) -> list[tuple[int, bytes]]:
         g = p.gossip
         if g.type == CHANNEL_ANNOUNCEMENT:
-            return list(zip(_SIG_OFFSETS, g.keys, strict=True))
+            return list(zip(CHANNEL_ANNOUNCEMENT_SIGNATURES_AT, g.keys, strict=True))
         if g.type == CHANNEL_UPDATE:
             assert g.short_channel_id is not None
             key = self._graph.update_key(g.short_channel_id, g.channel_flags & 1)
             assert key is not None
-            return [(2, key)]
-        return [(2, g.keys[0])]
+            return [(TYPE_LEN, key)]  # the one signature follows the type
+        return [(TYPE_LEN, g.keys[0])]
 
     def _pubkey(self, raw: bytes) -> Any:
         try:

@@ -13,7 +13,7 @@ type; offsets count from the first byte of the type):
   ``bitcoin_signature_1`` [64] ``bitcoin_signature_2`` [64] ``len`` [u16]
   ``features`` [len] ``chain_hash`` [32] ``short_channel_id`` [u64]
   ``node_id_1`` [33] ``node_id_2`` [33] ``bitcoin_key_1`` [33]
-  ``bitcoin_key_2`` [33]. 430 bytes with empty ``features``. ``node_id_1``
+  ``bitcoin_key_2`` [33]. 432 bytes with empty ``features``. ``node_id_1``
   is lexicographically strictly below ``node_id_2``. The four signatures,
   by ``node_id_1``, ``node_id_2``, ``bitcoin_key_1``, ``bitcoin_key_2`` in
   that order, are over SHA256d of bytes ``258..`` (everything after the
@@ -235,8 +235,9 @@ def channel_announcement(
     ``bitcoin_key_a`` is the funding key of ``node_key_a`` and
     ``bitcoin_key_b`` that of ``node_key_b``. The nodes are put in BOLT #7
     order (``node_id_1`` strictly below ``node_id_2``), each keeping its own
-    bitcoin key. ``430 + len(features)`` bytes; see the module docstring for
-    the layout. Raises :class:`ValueError` if both node keys are the same.
+    bitcoin key. ``432 + len(features)`` bytes (type included); see the
+    module docstring for the layout. Raises :class:`ValueError` if both node
+    keys are the same.
     """
     id_a, id_b = node_id(node_key_a), node_id(node_key_b)
     if id_a == id_b:
@@ -611,7 +612,8 @@ def demo_stream(graph: SyntheticGraph, *, peers: int = 4, seed: int = 1) -> list
 
     Malformed (fail parsing or the BOLT #7 format rules):
 
-    1. a ``channel_announcement`` missing its last byte (shorter than 430);
+    1. a ``channel_announcement`` missing its last byte (431 bytes, one
+       short of the shortest valid one);
     2. a ``channel_update`` cut to its first 100 bytes;
     3. a ``node_announcement`` with addresses missing its last byte (so
        ``addrlen`` overruns the message), or any one if none has addresses;

@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lngossip.errors import ConfigError
-from lngossip.wire import CHANNEL_ANNOUNCEMENT, MIN_LEN, NODE_ANNOUNCEMENT, SIGNED_FROM
+from lngossip.wire import (
+    CHANNEL_ANNOUNCEMENT_SIGNED_FROM,
+    CHANNEL_UPDATE_HTLC_MAXIMUM_AT,
+    CHANNEL_UPDATE_SCID_AT,
+    NODE_ANNOUNCEMENT_FLEN_AT,
+    channel_announcement_fields_at,
+    node_announcement_fields_at,
+)
 
 __all__ = ["Address", "Channel", "ChannelUpdate", "Graph", "GraphReader", "Node", "dump"]
 
@@ -189,9 +196,9 @@ def _addresses(data: bytes) -> tuple[Address, ...]:
 def decode_update(msg: bytes) -> ChannelUpdate:
     """Decode an accepted ``channel_update`` (validated by the engine)."""
     _scid, ts, mflags, cflags, cltv, hmin, fbase, fprop = struct.unpack_from(
-        ">QIBBHQII", msg, SIGNED_FROM[258] + 32
+        ">QIBBHQII", msg, CHANNEL_UPDATE_SCID_AT
     )
-    hmax = struct.unpack_from(">Q", msg, MIN_LEN[258])[0] if mflags & 1 else None
+    hmax = struct.unpack_from(">Q", msg, CHANNEL_UPDATE_HTLC_MAXIMUM_AT)[0] if mflags & 1 else None
     return ChannelUpdate(
         cflags & 1, ts, mflags, cflags, bool(cflags & 2), cltv, hmin, fbase, fprop, hmax, msg
     )
@@ -199,10 +206,8 @@ def decode_update(msg: bytes) -> ChannelUpdate:
 
 def decode_channel(ann: bytes, u0: bytes | None, u1: bytes | None) -> Channel:
     """Decode an accepted ``channel_announcement`` and its updates."""
-    p = SIGNED_FROM[CHANNEL_ANNOUNCEMENT]
-    (flen,) = struct.unpack_from(">H", ann, p)
-    features = ann[p + 2 : p + 2 + flen]
-    p += 2 + flen
+    p = channel_announcement_fields_at(ann)
+    features = ann[CHANNEL_ANNOUNCEMENT_SIGNED_FROM + 2 : p]
     chain_hash = ann[p : p + 32]
     (scid,) = struct.unpack_from(">Q", ann, p + 32)
     k = [ann[p + 40 + 33 * i : p + 73 + 33 * i] for i in range(4)]
@@ -214,10 +219,8 @@ def decode_node(node_id: bytes, ann: bytes | None, channels: list[int]) -> Node:
     """Decode an accepted ``node_announcement`` (or none) of ``node_id``."""
     if ann is None:
         return Node(node_id, tuple(channels), None, b"", b"", "", (), None)
-    p = SIGNED_FROM[NODE_ANNOUNCEMENT]
-    (flen,) = struct.unpack_from(">H", ann, p)
-    features = ann[p + 2 : p + 2 + flen]
-    p += 2 + flen
+    p = node_announcement_fields_at(ann)
+    features = ann[NODE_ANNOUNCEMENT_FLEN_AT + 2 : p]
     (ts,) = struct.unpack_from(">I", ann, p)
     p += 4 + 33
     rgb, alias = ann[p : p + 3], ann[p + 3 : p + 35]

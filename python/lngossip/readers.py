@@ -37,7 +37,7 @@ Sources:
 * BOLT #1 (``01-messaging.md``), "Appendix A: BigSize Test Vectors" and the
   "Fundamental Types" section: BigSize encoding and minimality.
 * BOLT #7 (``07-routing-gossip.md``): the gossip message layouts from which
-  the minimum lengths below are derived.
+  the minimum lengths (:data:`lngossip.wire.MIN_LEN`) are derived.
 * Core Lightning ``common/gossip_store.h`` / ``gossipd/gossip_store.c`` and
   ``devtools/dump-gossipstore.c``: the ``gossip_store`` layout and flag bits.
 """
@@ -57,6 +57,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from lngossip.errors import UnknownFormat
+from lngossip.wire import MAX_MESSAGE_LEN, MIN_LEN
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -80,24 +81,10 @@ FORMATS: Final = ("auto", "gsp", "gossip_store", "gossip_store_fragment", "hex")
 
 _GSP_MAGIC: Final = b"GSP\x01"
 
-# BOLT #7 message types and the smallest length (type included) each can have:
-#   channel_announcement: type 2 + 4 signatures 4*64 + len 2 + chain_hash 32
-#       + short_channel_id 8 + 4 points 4*33                        = 430
-#   node_announcement: type 2 + signature 64 + flen 2 + timestamp 4
-#       + node_id 33 + rgb 3 + alias 32 + addrlen 2                  = 142
-#   channel_update: type 2 + signature 64 + chain_hash 32 + scid 8
-#       + timestamp 4 + 2 flag bytes + cltv 2 + htlc_min 8 + fee_base 4
-#       + fee_proportional 4                                         = 130
-#       (138 with the htlc_maximum_msat that BOLT #7 now requires)
-_CHANNEL_ANNOUNCEMENT: Final = 256
-_NODE_ANNOUNCEMENT: Final = 257
-_CHANNEL_UPDATE: Final = 258
-_MIN_LEN: Final[dict[int, int]] = {
-    _CHANNEL_ANNOUNCEMENT: 430,
-    _NODE_ANNOUNCEMENT: 142,
-    _CHANNEL_UPDATE: 130,
-}
-_MAX_MSG: Final = 65535  # BOLT #1: a message is at most 65535 bytes
+# A gossip record is plausible when its length is at least its type's
+# shortest valid message (``wire.MIN_LEN``, the 2-byte type included).
+#: The shortest gossip message of any type (a ``channel_update``).
+_SHORTEST: Final = min(MIN_LEN.values())
 
 # Core Lightning gossip_store.
 _GS_HDR: Final = 12  # be16 flags, be16 len, be32 crc, be32 timestamp
@@ -113,7 +100,7 @@ _CHUNK: Final = 1 << 20  # bytes read from the stream at a time
 # type of the record after it, which resynchronisation also looks at.
 _WINDOW: Final = 65536 + 64
 _HEAD: Final = 1 << 16  # bytes iter_messages looks at to detect the format
-_MAX_HEX_LINE: Final = 2 * _MAX_MSG + 4096
+_MAX_HEX_LINE: Final = 2 * MAX_MESSAGE_LEN + 4096
 
 # Results of probing a position for a record.
 _OK: Final = 0  # plausible header, whole record in the buffer
@@ -249,8 +236,8 @@ def _probe_gsp(buf: bytes, p: int, n: int) -> tuple[int, int, int, int]:
     else:
         return _BAD, 0, 0, 0
     if p + hl + 2 > n:
-        return (_BAD if length < 130 else _SHORT), 0, 0, 0
-    minimum = _MIN_LEN.get((buf[p + hl] << 8) | buf[p + hl + 1])
+        return (_BAD if length < _SHORTEST else _SHORT), 0, 0, 0
+    minimum = MIN_LEN.get((buf[p + hl] << 8) | buf[p + hl + 1])
     if minimum is None or length < minimum:
         return _BAD, 0, 0, 0
     if p + hl + length > n:
@@ -274,7 +261,7 @@ def _probe_gs(buf: bytes, p: int, n: int) -> tuple[int, int, int, int]:
     if p + _GS_HDR + 2 > n:
         return _SHORT, 0, 0, 0
     mtype = (buf[p + _GS_HDR] << 8) | buf[p + _GS_HDR + 1]
-    minimum = _MIN_LEN.get(mtype)
+    minimum = MIN_LEN.get(mtype)
     if minimum is not None:
         if length < minimum:
             return _BAD, 0, 0, 0
@@ -420,8 +407,8 @@ def read_gsp(stream: BinaryIO, report: ReadReport) -> Iterator[bytes]:
 
     A record is *plausible* when its BigSize length is minimally encoded,
     2 <= length <= 65535, its type is 256, 257 or 258, and length is at least
-    that type's minimum (channel_announcement 430, node_announcement 142,
-    channel_update 130 bytes).
+    that type's minimum (``wire.MIN_LEN``: channel_announcement 432,
+    node_announcement 142, channel_update 130 bytes, type included).
 
     On an implausible record the reader counts one ``resync`` and scans
     forward from the byte after that record's start until it finds a
@@ -512,7 +499,7 @@ def read_gossip_store(
     for flags, msg in _frame(stream, head, pos, _probe_gs, _GS_CANDIDATE, report):
         if flags & _GS_DELETED:
             report.deleted += 1
-        elif ((msg[0] << 8) | msg[1]) not in _MIN_LEN:
+        elif ((msg[0] << 8) | msg[1]) not in MIN_LEN:
             report.internal += 1
         else:
             report.messages += 1
@@ -554,7 +541,7 @@ def read_hex_lines(stream: BinaryIO, report: ReadReport) -> Iterator[bytes]:
         except (UnicodeDecodeError, ValueError):
             report.bad_lines += 1
             continue
-        if not 2 <= len(msg) <= _MAX_MSG:
+        if not 2 <= len(msg) <= MAX_MESSAGE_LEN:
             report.bad_lines += 1
             continue
         report.records += 1
@@ -881,8 +868,8 @@ class GspWriter:
         """Append one message.
 
         Only messages the reader would take back are accepted: type 256, 257
-        or 258 and a length between that type's minimum (430, 142, 130) and
-        65535 bytes.
+        or 258 and a length between that type's minimum (432, 142, 130,
+        ``wire.MIN_LEN``) and 65535 bytes.
 
         Raises:
             ValueError: the message is not a plausible gossip message, or the
@@ -891,8 +878,8 @@ class GspWriter:
         if self._file.closed:
             raise ValueError("GspWriter is closed")
         length = len(msg)
-        minimum = _MIN_LEN.get(int.from_bytes(msg[:2], "big")) if length >= 2 else None
-        if minimum is None or not minimum <= length <= _MAX_MSG:
+        minimum = MIN_LEN.get(int.from_bytes(msg[:2], "big")) if length >= 2 else None
+        if minimum is None or not minimum <= length <= MAX_MESSAGE_LEN:
             raise ValueError(
                 f"not a plausible gossip message (length {length}, starts {bytes(msg[:2]).hex()})"
             )
