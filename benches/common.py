@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from lngossip import Pipeline
+from lngossip.engine import make_pipeline
 from lngossip.graph import dump
-from lngossip.ingest import make_pipeline, run
+from lngossip.ingest import run
 from lngossip.net.node import GossipNode
 
 SIGNATURES = 322_172

@@ -11,7 +11,8 @@ import json
 import sys
 
 from lngossip import readers
-from lngossip.ingest import make_pipeline, replay_as_peers, run
+from lngossip.engine import make_pipeline
+from lngossip.ingest import replay_as_peers, run
 
 if __name__ == "__main__":
     engine, peers, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]

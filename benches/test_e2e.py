@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from benches.common import b1_seconds, synced
-from lngossip.ingest import make_pipeline, run
+from lngossip.engine import make_pipeline
+from lngossip.ingest import run
 from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import Keys
 

@@ -21,7 +21,8 @@ import pytest
 
 from benches.conftest import TOPOLOGY
 from lngossip._core import _time_bare_verify
-from lngossip.ingest import make_pipeline, replay_as_peers, run
+from lngossip.engine import make_pipeline
+from lngossip.ingest import replay_as_peers, run
 from lngossip.wire import parse_message
 
 ENGINES = ["rust", "baseline"]

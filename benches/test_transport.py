@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from benches.common import b1_seconds, synced
-from lngossip.ingest import make_pipeline, peak_rss_bytes
+from lngossip.engine import make_pipeline
+from lngossip.ingest import peak_rss_bytes
 from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import CodecName, Keys
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from lngossip import Pipeline, gen, readers
-from lngossip.ingest import make_pipeline, run
+from lngossip.engine import make_pipeline
+from lngossip.ingest import run
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = DATA / "real"

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from lngossip import gen
-from lngossip.ingest import PipelineLike, make_pipeline
+from lngossip.engine import PipelineLike, make_pipeline
 from lngossip.net import messages as bolt
 from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import Connection, Keys, TransportError, accept, connect

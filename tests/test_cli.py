@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from lngossip import Pipeline, gen, readers
+from lngossip import Pipeline, cli, gen, readers
 from lngossip.net import messages as bolt
 from lngossip.net.transport import Connection, Keys
 from lngossip.wire import MAINNET_CHAIN_HASH
@@ -73,6 +73,25 @@ def test_errors_are_clear() -> None:
     assert out.returncode == 2 and "NODE_ID@HOST:PORT" in out.stderr
     out = _run("sync", Keys().node_id.hex() + "@127.0.0.1:1", "--until-idle", "1")
     assert out.returncode == 2 and "no peer could be reached" in out.stderr
+
+
+def test_each_subcommand_takes_the_options_it_uses() -> None:
+    """Options are defined once (``cli.OPTIONS``), each used by a subcommand;
+    one a subcommand does not use, or a value out of range, is a usage error;
+    ``serve`` checks its ``--gossip`` files before any work, as ``ingest`` does."""
+    assert {o for c in cli.COMMANDS.values() for o in c.options} == set(cli.OPTIONS)
+    peer = Keys().node_id.hex() + "@127.0.0.1:1"
+    for args in (
+        ("sync", peer, "--peers", "2"),
+        ("serve", "--listen", "127.0.0.1:0", "--batch", "5"),
+        ("ingest", "x.gsp", "--threads", "0"),
+        ("demo", "--peers", "0"),
+    ):
+        out = _run(*args)
+        assert out.returncode == 2 and "error: " in out.stderr, args
+        assert "Traceback" not in out.stderr
+    out = _run("serve", "--listen", "127.0.0.1:0", "--gossip", "/nonexistent/file.gsp")
+    assert out.returncode == 2 and "no such file: /nonexistent/file.gsp" in out.stderr
 
 
 @needs_data

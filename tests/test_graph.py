@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from lngossip import Pipeline, gen
+from lngossip.engine import PipelineLike, make_pipeline
 from lngossip.graph import Address, Graph, GraphReader, dump
-from lngossip.ingest import PipelineLike, make_pipeline, run
+from lngossip.ingest import run
 from tests.conftest import (
     CLN_STORE,
     ENGINES,

@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from lngossip import readers
-from lngossip.ingest import make_pipeline
+from lngossip.engine import make_pipeline
 from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import Keys
 from tests.conftest import TOPOLOGY, needs_data, topology

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from lngossip import Graph, Pipeline, gen, ingest
+from lngossip.engine import PipelineLike, make_pipeline
 from lngossip.graph import dump
-from lngossip.ingest import PipelineLike, make_pipeline, peak_rss_bytes
+from lngossip.ingest import peak_rss_bytes
 from lngossip.net import messages as bolt
 from lngossip.net.node import GossipNode, NodeConfig, Peer
 from lngossip.net.transport import Connection, TransportError, connect

@@ -10,7 +10,8 @@ import pytest
 
 from lngossip import ConfigError, Decision, Pipeline, baseline, gen, verify_batch
 from lngossip._core import LIMITS
-from lngossip.ingest import make_pipeline, replay_as_peers
+from lngossip.engine import make_pipeline
+from lngossip.ingest import replay_as_peers
 from lngossip.wire import parse_message
 from tests.conftest import decide_all, needs_data, topology
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from lngossip import Graph, Pipeline, gen, netcli, readers
+from lngossip.engine import make_pipeline
 from lngossip.graph import dump
-from lngossip.ingest import make_pipeline, run
+from lngossip.ingest import run
 from tests.helpers import LNGOSSIP, serving, sync
 
 HEADER = struct.Struct(">HHII")

@@ -23,6 +23,7 @@ from typing import Any
 import secp256k1
 
 from lngossip._core import LIMITS
+from lngossip.engine import DEFAULT_BATCH
 from lngossip.errors import ConfigError, MalformedMessage
 from lngossip.types import Counters
 from lngossip.wire import (
@@ -956,7 +957,7 @@ class Pipeline:
                 return "invalid_signature"
         return "valid"
 
-    def process(self, max_messages: int = 4096) -> ProcessResult:
+    def process(self, max_messages: int = DEFAULT_BATCH) -> ProcessResult:
         """Take up to ``max_messages`` from the queue (round-robin between peers),
         verify them one by one and apply them to the graph."""
         _checked("max_messages", max_messages, "batch")

@@ -16,53 +16,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from lngossip.graph import GraphReader
+from lngossip.engine import DEFAULT_BATCH, ProcessResultLike
+
+# Re-exported for ``lngossip.net.node`` until it imports them from
+# :mod:`lngossip.engine`, their home.
+from lngossip.engine import PipelineLike as PipelineLike
+from lngossip.engine import make_pipeline as make_pipeline
 from lngossip.types import StoreReport
-from lngossip.wire import MSG_KINDS, Policy
+from lngossip.wire import MSG_KINDS
 
-__all__ = ["ENGINES", "IngestReport", "make_pipeline", "replay_as_peers", "report_from", "run"]
-
-ENGINES = ("rust", "baseline")
-#: Messages per ``process`` call: big enough to keep every core busy
-#: (about 0.1 s of verification), small enough to keep the queue short.
-DEFAULT_BATCH = 4096
-
-
-class PipelineLike(Protocol):
-    """What :func:`run` and the node need of an engine (both engines provide it)."""
-
-    def submit(self, peer: int, msg: bytes) -> Any: ...
-    def process(self, max_messages: int = ...) -> Any: ...
-    def counters(self) -> Any: ...
-    @property
-    def queued(self) -> int: ...
-    @property
-    def graph(self) -> GraphReader: ...
-    @property
-    def policy(self) -> Policy: ...
-    def set_policy(self, policy: Policy) -> None: ...
-    def prune(self, now: int | None = None) -> tuple[int, int]: ...
-    def sync_store(self) -> None: ...
-    def store_report(self) -> Any: ...
-
-
-def make_pipeline(engine: str = "rust", **kwargs: Any) -> PipelineLike:
-    """A pipeline of ``engine`` (``"rust"`` or ``"baseline"``) with ``kwargs``.
-
-    Raises:
-        ValueError: for an unknown engine name.
-    """
-    if engine == "rust":
-        from lngossip._core import Pipeline
-
-        return Pipeline(**kwargs)
-    if engine == "baseline":
-        from lngossip.baseline import Pipeline as BaselinePipeline
-
-        return BaselinePipeline(**kwargs)
-    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+__all__ = ["IngestReport", "replay_as_peers", "report_from", "run"]
 
 
 def replay_as_peers(
@@ -222,9 +187,9 @@ def run(
     orphans: set[int] = set()
     overlap = overlap and engine == "rust"
     executor = ThreadPoolExecutor(1, thread_name_prefix="lngossip-process") if overlap else None
-    inflight: Future[Any] | None = None
+    inflight: Future[ProcessResultLike] | None = None
 
-    def handle(res: Any) -> None:
+    def handle(res: ProcessResultLike) -> None:
         if on_decision is not None:
             for seq, _peer, _kind, d, _reason in res.outcomes:
                 if d == "orphaned":  # waits for its channel: not final yet

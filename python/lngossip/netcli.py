@@ -14,21 +14,21 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from coincurve import PublicKey
 from rich.console import Console
 from rich.live import Live
 
-from lngossip import readers
+from lngossip.cli import Inputs, open_out, pipeline_settings
+from lngossip.engine import DEFAULT_BATCH, Engine, PipelineLike, PipelineSettings, make_pipeline
 from lngossip.errors import ConfigError
-from lngossip.ingest import IngestReport, PipelineLike, make_pipeline, report_from, run
+from lngossip.ingest import IngestReport, report_from, run
 from lngossip.metrics import serve_metrics
 from lngossip.net import messages as bolt
 from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import CodecName, Keys, TransportError, accept
-from lngossip.report import emit_report, store_damage, warn_damage
+from lngossip.report import emit_report, store_damage
 from lngossip.rgs_server import RgsServer
 from lngossip.rgscli import SNAPSHOT_INTERVAL_S
 from lngossip.wire import MAINNET_CHAIN_HASH
@@ -96,15 +96,6 @@ class _Interrupted(Exception):
     """A signal arrived while ``serve`` loaded its files."""
 
 
-def _pipeline_kwargs(args: argparse.Namespace, policy: str) -> dict[str, Any]:
-    kw: dict[str, Any] = {"policy": policy}
-    if getattr(args, "threads", None) is not None:
-        kw["threads"] = args.threads
-    if getattr(args, "store", None):
-        kw["store"] = args.store
-    return kw
-
-
 def store_summary(pipeline: PipelineLike) -> str | None:
     """One line on what opening the store found (damaged ranges skipped and
     where the original was kept, a damaged tail dropped), or None without a
@@ -127,52 +118,49 @@ def store_summary(pipeline: PipelineLike) -> str | None:
 
 async def _serve(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
-    if getattr(args, "rgs", None) and args.engine != "rust":
+    if args.rgs and args.engine != "rust":
         raise ConfigError("--rgs needs --engine rust (snapshots are written by the core)")
+    inputs = Inputs(args.gossip, args.format)
     keys = _load_keys(args.key_file)
     t0 = time.perf_counter()
     # one pipeline for the files and the peers: the same graph, the same rules
-    pipeline = make_pipeline(args.engine, **_pipeline_kwargs(args, "archive"))
+    pipeline = make_pipeline(args.engine, **pipeline_settings(args, policy="archive"))
     if (line := store_summary(pipeline)) is not None:
         err.print(
             f"serve: {line}: {len(pipeline.graph):,} channels, "
             f"{pipeline.graph.node_count():,} nodes in {time.perf_counter() - t0:.2f} s, "
             f"{pipeline.counters()['signatures_verified']} signatures verified"
         )
-    files: list[readers.ReadReport] = []
     stop = asyncio.Event()
     interrupted = threading.Event()
     # installed before the load: SIGINT/SIGTERM end it within a batch
     _stop_on_signals(stop, interrupted)
 
-    def messages() -> Any:
-        for path in args.gossip:
-            rep = readers.ReadReport(path=str(path))
-            files.append(rep)
-            for m in readers.iter_messages(path, rep, fmt=args.format):
-                if interrupted.is_set():
-                    raise _Interrupted
-                yield m
+    def messages() -> Iterator[tuple[int, bytes]]:
+        for m in inputs.messages():
+            if interrupted.is_set():
+                raise _Interrupted
+            yield 0, m
 
-    if args.gossip:
-        stream = ((0, m) for m in messages())
+    if inputs.paths:
         try:
             report = await asyncio.to_thread(
-                run, pipeline, stream, engine=args.engine, overlap=True
+                run, pipeline, messages(), engine=args.engine, overlap=True
             )
         except _Interrupted:
             # what the batches so far accepted is stored; the queue is dropped
             # (it is still in the files)
             pipeline.sync_store()
+            inputs.warn_damage()
             err.print(
-                f"serve: stopped by a signal while loading {files[-1].path}; graph "
+                f"serve: stopped by a signal while loading {inputs.reports[-1].path}; graph "
                 f"{len(pipeline.graph):,} channels, {pipeline.graph.node_count():,} nodes"
             )
             return 0
-        warn_damage(files)
+        inputs.warn_damage()
         acc = sum(v["accepted"] for v in report.decisions.values())
         err.print(
-            f"serve: {acc:,} accepted messages from {len(files)} file(s) in "
+            f"serve: {acc:,} accepted messages from {len(inputs.reports)} file(s) in "
             f"{report.elapsed_s:.1f} s; graph {len(pipeline.graph):,} channels, "
             f"{pipeline.graph.node_count():,} nodes"
         )
@@ -182,7 +170,7 @@ async def _serve(args: argparse.Namespace) -> int:
         mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
         err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
     rgs = None
-    if getattr(args, "rgs", None):
+    if args.rgs:
         rgs = rgs_server(pipeline)
         rhost, rport = await rgs.start(*parse_listen(args.rgs))
         err.print(
@@ -228,30 +216,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def sync_from(
     peers: list[tuple[bytes, str, int]],
     *,
-    engine: str,
-    policy: str,
+    engine: Engine,
+    settings: PipelineSettings,
     until_idle: float,
     on_accepted: Callable[[list[bytes]], object] | None = None,
     query: bool = False,
     show: Console | None = None,
-    threads: int | None = None,
-    store: str | None = None,
     since_margin: int = 2 * 3600,
     query_timeout: float = 30.0,
     timeout: float | None = None,
     stop: asyncio.Event | None = None,
     metrics: tuple[str, int] | None = None,
     codec: CodecName = "rust",
+    batch: int = DEFAULT_BATCH,
 ) -> tuple[IngestReport, GossipNode]:
     """Connect to ``peers``, sync until no gossip came for ``until_idle``
     seconds (counted from the start until the first message) and every
     admitted message is decided, or until ``timeout`` seconds in all, or
     until ``stop`` is set (SIGTERM, SIGINT); close, and report.
 
+    The pipeline is ``engine``'s with ``settings`` (see
+    :func:`lngossip.cli.pipeline_settings`); it verifies ``batch`` messages
+    at a time.
+
     Raises:
         ConfigError: when no peer could be reached (the reasons are listed).
 
-    With ``store`` (a path), the graph is opened from it first and the
+    With a ``store`` in ``settings``, the graph is opened from it first and the
     peers are asked only for gossip from ``since_margin`` seconds before
     the newest stored timestamp on (``gossip_timestamp_filter``); in query
     mode, channels the store has are not fetched again. A store that lost
@@ -260,12 +251,7 @@ async def sync_from(
     for everything, and dedup drops what the store still has without a
     signature check. ``codec`` picks the BOLT #8 frame implementation (see
     :class:`NodeConfig`)."""
-    kw: dict[str, Any] = {"policy": policy}
-    if threads is not None:
-        kw["threads"] = threads
-    if store is not None:
-        kw["store"] = store
-    pipeline: PipelineLike = make_pipeline(engine, **kw)
+    pipeline = make_pipeline(engine, **settings)
     newest = pipeline.graph.newest_timestamp()
     first_timestamp = max(newest - since_margin, 0) if newest is not None else 0
     rep = pipeline.store_report()
@@ -284,6 +270,7 @@ async def sync_from(
             first_timestamp=first_timestamp,
             query_timeout=query_timeout,
             codec=codec,
+            batch=batch,
         ),
         on_accepted=on_accepted,
     )
@@ -362,24 +349,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
     async def main() -> IngestReport:
         stop = asyncio.Event()
         _stop_on_signals(stop)  # SIGTERM like SIGINT: close, write, summarise
-        with contextlib.ExitStack() as stack:
-            writer = stack.enter_context(readers.GspWriter(args.out)) if args.out else None
+        with open_out(args) as writer:
             report, _ = await sync_from(
                 peers,
                 engine=args.engine,
-                policy=args.policy,
+                settings=pipeline_settings(args),
                 until_idle=args.until_idle,
                 on_accepted=writer.write_all if writer is not None else None,
                 query=args.query,
                 show=show,
-                threads=args.threads,
-                store=args.store,
                 since_margin=args.since_margin,
                 query_timeout=args.query_timeout,
                 timeout=args.timeout,
                 stop=stop,
                 metrics=parse_listen(args.metrics) if args.metrics else None,
                 codec=args.codec,
+                batch=args.batch,
             )
             if writer is not None:
                 report.accepted_written = writer.messages
@@ -444,14 +429,18 @@ async def demo_tcp(args: argparse.Namespace) -> IngestReport:
     peers.append((bad_keys.node_id, "127.0.0.1", port[0]))
     err = Console(stderr=True, soft_wrap=True)
     try:
-        report, _ = await sync_from(
-            peers,
-            engine=args.engine,
-            policy=args.policy,
-            until_idle=1.0,
-            show=err if err.is_terminal and not args.no_progress else None,
-            threads=args.threads,
-        )
+        with open_out(args) as writer:
+            report, _ = await sync_from(
+                peers,
+                engine=args.engine,
+                settings=pipeline_settings(args),
+                until_idle=1.0,
+                on_accepted=writer.write_all if writer is not None else None,
+                show=err if err.is_terminal and not args.no_progress else None,
+                batch=args.batch,
+            )
+            if writer is not None:
+                report.accepted_written = writer.messages
     finally:
         for s in servers:
             await s.close(2)

@@ -193,28 +193,3 @@ def cmd_rgs(args: argparse.Namespace) -> int:
         file=sys.stdout,
     )
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``rgs`` subcommand's options."""
-    p = sub.add_parser(
-        "rgs",
-        help="write Rapid Gossip Sync snapshots (what LDK wallets apply) of a --store",
-    )
-    p.add_argument("--store", required=True, metavar="PATH", help="the graph (must exist)")
-    p.add_argument("--out", metavar="FILE", help="write one snapshot to FILE")
-    p.add_argument(
-        "--out-dir",
-        metavar="DIR",
-        help="write the reference server's static layout (snapshots/, symlinks/{T}.bin)",
-    )
-    p.add_argument(
-        "--since",
-        type=int,
-        default=0,
-        metavar="T",
-        help="the latest_seen the client's last snapshot returned (default 0: full)",
-    )
-    p.add_argument("--version", type=int, choices=(1, 2), default=2, help="format (default 2)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_rgs, peers=1, batch=1)
