@@ -34,7 +34,6 @@ from lngossip.wire import (
     MAINNET_CHAIN_HASH,
     MALFORMED_REASONS,
     MSG_KINDS,
-    NODE_ANNOUNCEMENT,
     SIGNED_FROM,
     TYPE_LEN,
     Decision,
@@ -42,6 +41,7 @@ from lngossip.wire import (
     Outcome,
     Policy,
     kind_of,
+    node_announcement_fields_at,
     parse_message,
 )
 
@@ -452,8 +452,7 @@ class Graph:
             if ann is None:
                 fields: tuple[int, bytes, int, int] = (0, bytes(32), 0, 0)
             else:
-                p = SIGNED_FROM[NODE_ANNOUNCEMENT]
-                p += 2 + int.from_bytes(ann[p : p + 2], "big")
+                p = node_announcement_fields_at(ann)
                 ts = int.from_bytes(ann[p : p + 4], "big")
                 p += 4 + 33
                 rgb, alias = int.from_bytes(ann[p : p + 3], "big"), ann[p + 3 : p + 35]
