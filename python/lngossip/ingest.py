@@ -18,12 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from lngossip.engine import DEFAULT_BATCH, ProcessResultLike
-
-# Re-exported for ``lngossip.net.node`` until it imports them from
-# :mod:`lngossip.engine`, their home.
-from lngossip.engine import PipelineLike as PipelineLike
-from lngossip.engine import make_pipeline as make_pipeline
+from lngossip.engine import DEFAULT_BATCH, PipelineLike, ProcessResultLike
 from lngossip.types import StoreReport
 from lngossip.wire import MSG_KINDS
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass, field
 
+from lngossip.engine import DEFAULT_BATCH
 from lngossip.errors import ConfigError
 from lngossip.net.transport import CodecName
 from lngossip.wire import MAINNET_CHAIN_HASH
@@ -37,7 +38,7 @@ class NodeConfig:
     #: ``max_pending_inbound`` slots, not one of the ``max_inbound`` slots.
     inbound_ready_timeout: float = 5.0
     #: Messages per verification batch.
-    batch: int = 4096
+    batch: int = DEFAULT_BATCH
     #: Sync from every new peer.
     sync: bool = True
     #: ``"filter"``: ask each peer for everything since ``first_timestamp``

@@ -19,6 +19,7 @@ import crc32c
 
 from lngossip.errors import GossipError, MalformedMessage
 from lngossip.readers import bigsize_encode
+from lngossip.wire import CHANNEL_UPDATE_TIMESTAMP_AT, SINGLE_SIGNED_FROM
 
 __all__ = [
     "ENCODING_UNCOMPRESSED",
@@ -508,14 +509,17 @@ class QueryShortChannelIds:
 
 def update_timestamp(channel_update: bytes) -> int:
     """``timestamp`` of a ``channel_update`` (seconds; bytes 106..110)."""
-    return int.from_bytes(channel_update[106:110], "big")
+    at = CHANNEL_UPDATE_TIMESTAMP_AT
+    return int.from_bytes(channel_update[at : at + 4], "big")
 
 
 def update_checksum(channel_update: bytes) -> int:
     """BOLT #7: the CRC-32C (RFC 3720) of a ``channel_update`` without its
     type, ``signature`` and ``timestamp``: equal for two updates that say
     the same thing at different times."""
-    return crc32c.crc32c(channel_update[110:], crc32c.crc32c(channel_update[66:106]))
+    at = CHANNEL_UPDATE_TIMESTAMP_AT
+    head = crc32c.crc32c(channel_update[SINGLE_SIGNED_FROM:at])
+    return crc32c.crc32c(channel_update[at + 4 :], head)
 
 
 @dataclass

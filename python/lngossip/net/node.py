@@ -49,9 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lngossip import _core
+from lngossip.engine import PipelineLike, make_pipeline, rust_pipeline
 from lngossip.errors import ConfigError, GossipError, MalformedMessage
-from lngossip.ingest import PipelineLike, make_pipeline
 from lngossip.net import messages as bolt
 from lngossip.net.config import NodeConfig
 from lngossip.net.inbound import InboundLimits, Pending, netgroup, quiet_accept_errors
@@ -61,12 +60,11 @@ from lngossip.net.query import QueryClient
 from lngossip.net.relay import Relay
 from lngossip.net.responder import Responder
 from lngossip.net.transport import Keys, TransportError, accept, connect
+from lngossip.wire import GOSSIP_TYPES
 
 __all__ = ["CloseReport", "GossipNode", "NodeConfig", "Peer"]
 
 log = logging.getLogger(__name__)
-
-GOSSIP_TYPES = frozenset((256, 257, 258))
 
 
 @dataclass
@@ -401,8 +399,9 @@ class GossipNode:
                 await self._exchange_init(peer)
                 if not self._become_ready(peer):
                     return
-                if peer.conn.codec == "rust" and isinstance(self.pipeline, _core.Pipeline):
-                    peer.conn.attach(self.pipeline, self.peer_id(peer.node_id))
+                native = rust_pipeline(self.pipeline)
+                if peer.conn.codec == "rust" and native is not None:
+                    peer.conn.attach(native, self.peer_id(peer.node_id))
                     reader = self._batch_reader(peer)
                 else:
                     reader = self._reader(peer)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lngossip.ingest import PipelineLike
+    from lngossip.engine import PipelineLike
     from lngossip.net.config import NodeConfig
 
 __all__ = ["ProcessingLoop"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lngossip.net import messages as bolt
 
 if TYPE_CHECKING:
-    from lngossip.ingest import PipelineLike
+    from lngossip.engine import PipelineLike
     from lngossip.net.config import NodeConfig
     from lngossip.net.peer import Peer
 

@@ -14,7 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lngossip.wire import CHANNEL_UPDATE, NODE_ANNOUNCEMENT, parse_message
+from lngossip.wire import (
+    CHANNEL_UPDATE,
+    CHANNEL_UPDATE_SCID_AT,
+    NODE_ANNOUNCEMENT,
+    node_announcement_fields_at,
+    parse_message,
+)
 
 if TYPE_CHECKING:
     from lngossip.net.config import NodeConfig
@@ -111,11 +117,11 @@ def relay_key(msg: bytes) -> tuple[tuple[int, int | bytes], int | None]:
     timestamp a filter is checked against (``None`` for announcements)."""
     msg_type = int.from_bytes(msg[:2], "big")
     if msg_type == CHANNEL_UPDATE:  # (short_channel_id, direction)
-        scid, ts, _mf, cf = struct.unpack_from(">QIBB", msg, 98)
+        scid, ts, _mf, cf = struct.unpack_from(">QIBB", msg, CHANNEL_UPDATE_SCID_AT)
         return (msg_type, scid << 1 | (cf & 1)), ts
     if msg_type == NODE_ANNOUNCEMENT:  # node_id
-        flen = int.from_bytes(msg[66:68], "big")
-        ts = int.from_bytes(msg[68 + flen : 72 + flen], "big")
-        return (msg_type, msg[72 + flen : 105 + flen]), ts
+        at = node_announcement_fields_at(msg)
+        ts = int.from_bytes(msg[at : at + 4], "big")
+        return (msg_type, msg[at + 4 : at + 37]), ts
     g = parse_message(msg)  # channel_announcement: short_channel_id
     return (msg_type, g.short_channel_id or 0), None

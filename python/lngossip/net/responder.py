@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lngossip.net import messages as bolt
-from lngossip.wire import parse_message
+from lngossip.wire import NODE_ANNOUNCEMENT, node_announcement_fields_at, parse_message
 
 if TYPE_CHECKING:
-    from lngossip.ingest import PipelineLike
+    from lngossip.engine import PipelineLike
     from lngossip.net.config import NodeConfig
     from lngossip.net.peer import Peer
 
@@ -29,7 +29,7 @@ __all__ = ["Dump", "RangeReply", "Responder", "ScidReply", "TheirQueries"]
 
 log = logging.getLogger(__name__)
 
-_NODE_ANNOUNCEMENT_TYPE = (257).to_bytes(2, "big")
+_NODE_ANNOUNCEMENT_TYPE = NODE_ANNOUNCEMENT.to_bytes(2, "big")
 #: Ids of a ``query_short_channel_ids`` answered per step.
 SCIDS_PER_STEP = 64
 
@@ -210,9 +210,9 @@ class Responder:
         out: list[bytes] = []
         for m in msgs:
             if m[:2] == _NODE_ANNOUNCEMENT_TYPE:
-                # each node once per query (its id is at 72 + len(features))
-                flen = int.from_bytes(m[66:68], "big")
-                nid = m[72 + flen : 105 + flen]
+                # each node once per query (node_id follows the timestamp)
+                at = node_announcement_fields_at(m) + 4
+                nid = m[at : at + 33]
                 if nid in r.nodes_sent:
                     continue
                 r.nodes_sent.add(nid)

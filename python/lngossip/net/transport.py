@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from lngossip import _core
+from lngossip import _core, wire
 from lngossip.errors import ConfigError, GossipError, TransportError, TransportReason
 
 __all__ = [
@@ -78,7 +78,7 @@ __all__ = [
     "connect",
 ]
 
-MAX_MESSAGE_LEN: Final = 65535
+MAX_MESSAGE_LEN: Final = wire.MAX_MESSAGE_LEN
 """BOLT #8 "Lightning Message Specification": the largest plaintext message,
 in bytes (the length prefix is a 2-byte big-endian integer)."""
 
