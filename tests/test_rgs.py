@@ -394,8 +394,9 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
     del p  # releases the store's lock for serve
     port = _free_port()
     serve = ["serve", "--listen", "127.0.0.1:0", "--store", str(store)]
+    mport = _free_port()
     proc = subprocess.Popen(
-        [*LNGOSSIP, *serve, "--rgs", f"127.0.0.1:{port}"],
+        [*LNGOSSIP, *serve, "--rgs", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -441,6 +442,12 @@ def test_serve_rgs_answers_the_same_bytes_and_serves_an_honest_client_past_200_s
         )
         assert honest_s < 10
         assert rss1 - rss0 < 150 * 2**20
+        # the server's own metrics beside the node's
+        code, text = _get(mport, "/metrics")
+        assert code == 200
+        assert b'lngossip_rgs_responses_total{status="200"}' in text
+        assert b'lngossip_rgs_responses_total{status="400"}' in text
+        assert b"lngossip_graph_channels 50808" in text
     finally:
         for s in held:
             s.close()

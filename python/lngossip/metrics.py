@@ -23,7 +23,7 @@ each scrape (a collector, not a second set of counters to keep in step):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
@@ -99,15 +99,21 @@ class NodeCollector(Collector):
         yield closed
 
 
-def serve_metrics(node: GossipNode, host: str, port: int) -> tuple[str, int]:
-    """Expose ``node``'s metrics at ``http://HOST:PORT/metrics`` from a
-    daemon thread (prometheus-client's own server); returns the bound address.
+def serve_metrics(
+    node: GossipNode, host: str, port: int, extra: Iterable[Collector] = ()
+) -> tuple[str, int]:
+    """Expose ``node``'s metrics, and those of the ``extra`` collectors
+    (e.g. :meth:`lngossip.rgs_server.RgsServer.collector`), at
+    ``http://HOST:PORT/metrics`` from a daemon thread (prometheus-client's
+    own server); returns the bound address.
 
     Raises:
         OSError: the address cannot be bound.
     """
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
+    for c in extra:
+        registry.register(c)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = server.server_address
     return str(bound[0]), int(bound[1])

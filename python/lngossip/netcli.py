@@ -166,9 +166,6 @@ async def _serve(args: argparse.Namespace) -> int:
         )
     pipeline.set_policy(args.policy)
     node = GossipNode(keys, pipeline, config=NodeConfig(sync=False, codec=args.codec))
-    if args.metrics:
-        mhost, mport = serve_metrics(node, *parse_listen(args.metrics))
-        err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
     rgs = None
     if args.rgs:
         rgs = rgs_server(pipeline)
@@ -177,6 +174,10 @@ async def _serve(args: argparse.Namespace) -> int:
             f"serve: Rapid Gossip Sync snapshots at http://{rhost}:{rport}/snapshot/{{T}} "
             "and /snapshot/v2/{T}"
         )
+    if args.metrics:
+        extra = [rgs.collector()] if rgs is not None else []
+        mhost, mport = serve_metrics(node, *parse_listen(args.metrics), extra)
+        err.print(f"serve: metrics at http://{mhost}:{mport}/metrics")
     host, port = await node.listen(*parse_listen(args.listen))
     print(f"{node.node_id.hex()}@{host}:{port}", flush=True)
     await stop.wait()
