@@ -30,7 +30,7 @@ import ipaddress
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lngossip.errors import ConfigError
 from lngossip.wire import (
@@ -41,6 +41,9 @@ from lngossip.wire import (
     channel_announcement_fields_at,
     node_announcement_fields_at,
 )
+
+if TYPE_CHECKING:
+    from lngossip.engine import PipelineLike
 
 __all__ = ["Address", "Channel", "ChannelUpdate", "Graph", "GraphReader", "Node", "dump"]
 
@@ -250,7 +253,7 @@ class Graph:
             (anything with a ``graph`` reader).
     """
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: PipelineLike) -> None:
         self._r: GraphReader = pipeline.graph
 
     @property
