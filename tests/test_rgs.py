@@ -206,9 +206,15 @@ def test_bad_stores_and_arguments_get_a_clear_error(tmp_path: Path) -> None:
     assert p.returncode == 2 and "no such store" in p.stderr
     assert not (tmp_path / "missing").exists()
     garbage = tmp_path / "garbage"
-    garbage.write_bytes(os.urandom(4096))
+    # not a gossip_store (another major version): refused
+    garbage.write_bytes(b"\xff" + os.urandom(4095))
     p = cli("rgs", "--store", str(garbage), "--out", out, check=False)
     assert p.returncode == 2 and "lngossip:" in p.stderr and "Traceback" not in p.stderr
+    # a store's version byte, then garbage: nothing intact, the damage said
+    garbage.write_bytes(b"\x0f" + os.urandom(4095))
+    p = cli("rgs", "--store", str(garbage), "--out", out, "--json", check=False)
+    assert p.returncode == 0 and "damaged tail" in p.stderr, p.stderr
+    assert json.loads(p.stdout)["channel_announcements"] == 0
     future = (int(time.time()) // SNAPSHOT_INTERVAL_S + 8) * SNAPSHOT_INTERVAL_S
     small = tmp_path / "small.store"
     g = gen.synthetic_graph(40, 10)

@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::wire::{self, Gossip, NodeId, UpdateFields};
 
@@ -33,8 +34,9 @@ pub const PRIORS_PER_DIRECTION: usize = 4;
 /// One accepted message as the graph keeps it.
 #[derive(Clone, Debug)]
 pub struct Stored {
-    /// The raw message, starting with its 2-byte type.
-    pub msg: Box<[u8]>,
+    /// The raw message, starting with its 2-byte type (shared, so a
+    /// compaction can take the bytes out of the pipeline's lock cheaply).
+    pub msg: Arc<[u8]>,
     /// `timestamp` of an update or node announcement; for a channel
     /// announcement, the time (seconds since the epoch) it was accepted.
     pub timestamp: u32,

@@ -10,8 +10,9 @@
 //! window (24 h ahead for every policy, 14 days behind for live), known
 //! `short_channel_id` / stored timestamps, queue admission.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::graph::{Graph, Prior, Stored};
@@ -586,9 +587,10 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
     /// # Errors
     /// See [`Store::finish_compaction`]; the old store stays in use.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        let Some(plan) = self.begin_compaction()? else {
+        let Some(mut plan) = self.begin_compaction()? else {
             return Ok(self.store.is_some());
         };
+        plan.build_image();
         let written = store::write_compaction(&plan.tmp, &plan.image);
         self.finish_compaction(plan, written)?;
         Ok(true)
@@ -600,13 +602,13 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         self.store.as_ref().is_some_and(Store::wants_compaction)
     }
 
-    /// Phase 1 of a compaction that does not stall `submit`: the image of
-    /// the live records, built under the caller's lock (a memory copy, tens
-    /// of milliseconds for the mainnet graph). Phase 2,
-    /// [`store::write_compaction`] of `plan.image` to `plan.tmp`, runs
-    /// without the lock; phase 3, [`Pipeline::finish_compaction`], under it
-    /// again carries over what changed meanwhile. `None`: no store, or a
-    /// compaction already in progress.
+    /// Phase 1 of a compaction that does not stall `submit`: the live
+    /// records, taken under the caller's lock as shared references (no
+    /// copy). Phase 2 runs without the lock: [`CompactionPlan::build_image`],
+    /// then [`store::write_compaction`] of `plan.image` to `plan.tmp`;
+    /// phase 3, [`Pipeline::finish_compaction`], under it again carries
+    /// over what changed meanwhile. `None`: no store, or a compaction
+    /// already in progress.
     ///
     /// # Errors
     /// [`StoreError::Io`] when the store's pending records cannot be written.
@@ -617,28 +619,30 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
         let Some((end, tmp)) = st.begin_compaction()? else {
             return Ok(None);
         };
-        // sized up front: no reallocation (a 40 MB copy) or rehash under the lock
-        let mut records = 0;
-        self.graph.for_each_stored(|_, _| records += 1);
-        let mut image = Vec::with_capacity(usize::try_from(end).unwrap_or(0));
-        image.push(store::STORE_VERSION);
-        let mut moved = HashMap::with_capacity(records);
+        // under the lock only the shared bytes are taken (one reference
+        // count each); the image is built by `CompactionPlan::build_image`
+        let mut records = Vec::new();
         self.graph.for_each_stored(|s, capacity_sat| {
             // a message the store never took (a failed write) stays out
             if let Some(o) = s.offset {
-                moved.insert(o, (image.len() as u64, s.msg.len()));
-                store::encode_record(&mut image, 0, s.seen, &s.msg);
-                if let Some(sat) = capacity_sat {
-                    store::encode_record(&mut image, 0, s.seen, &store::channel_amount(sat));
-                }
+                records.push(Taken {
+                    msg: Arc::clone(&s.msg),
+                    seen: s.seen,
+                    offset: o,
+                    capacity_sat,
+                });
             }
         });
         Ok(Some(CompactionPlan {
-            image_len: image.len() as u64,
-            image,
+            image: Vec::new(),
             tmp,
+            image_len: 0,
             end,
-            moved,
+            records,
+            old: Vec::new(),
+            new: Vec::new(),
+            len: Vec::new(),
+            index: HashMap::new(),
         }))
     }
 
@@ -667,26 +671,30 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
             }
         };
         let (end, image_len) = (plan.end, plan.image_len);
-        let mut offsets = Vec::new();
-        let mut referenced = HashSet::new();
+        let mut offsets = Vec::with_capacity(plan.old.len());
+        let mut referenced = vec![false; plan.old.len()];
+        // the graph walks its records in the order phase 1 took them: the
+        // next one is almost always the expected one, the index finds the
+        // others (records superseded or pruned meanwhile are skipped)
+        let mut next = 0;
         self.graph.for_each_stored(|s, _| {
             let new = s.offset.and_then(|o| {
                 if o >= end {
-                    Some(image_len + (o - end))
-                } else {
-                    plan.moved.get(&o).map(|m| m.0)
+                    return Some(image_len + (o - end));
                 }
+                let k = match plan.old.get(next) {
+                    Some(&e) if e == o => next,
+                    _ => *plan.index.get(&o)?,
+                };
+                next = k + 1;
+                referenced[k] = true;
+                Some(plan.new[k])
             });
-            if let Some(n) = new.filter(|n| *n < image_len) {
-                referenced.insert(n);
-            }
             offsets.push(new);
         });
-        let deleted: Vec<(u64, usize)> = plan
-            .moved
-            .values()
-            .filter(|(n, _)| !referenced.contains(n))
-            .copied()
+        let deleted: Vec<(u64, usize)> = (0..plan.old.len())
+            .filter(|&k| !referenced[k])
+            .map(|k| (plan.new[k], plan.len[k]))
             .collect();
         st.finish_compaction(file, &deleted)?;
         let mut it = offsets.into_iter();
@@ -1272,16 +1280,62 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
 /// A compaction between its phases (see [`Pipeline::begin_compaction`]).
 #[derive(Debug)]
 pub struct CompactionPlan {
-    /// The new file's bytes: the version byte and every live record.
+    /// The new file's bytes: the version byte and every live record (filled
+    /// by [`CompactionPlan::build_image`]).
     pub image: Vec<u8>,
     /// Where phase 2 writes it (`PATH.compact`).
     pub tmp: std::path::PathBuf,
     image_len: u64,
     /// Where the store ended at phase 1.
     end: u64,
-    /// Offset of a record in the old file: its offset in the image and
-    /// its message length.
-    moved: HashMap<u64, (u64, usize)>,
+    /// The live records at phase 1, in graph order.
+    records: Vec<Taken>,
+    /// Per record (same order): its offset in the old file, in the image,
+    /// and its message length.
+    old: Vec<u64>,
+    new: Vec<u64>,
+    len: Vec<usize>,
+    /// Old offset to record index, for records phase 3 finds out of order.
+    index: HashMap<u64, usize>,
+}
+
+/// A live record taken at phase 1: its shared bytes, seen, offset in the
+/// old file, and a channel announcement's funding amount.
+#[derive(Debug)]
+struct Taken {
+    msg: Arc<[u8]>,
+    seen: u32,
+    offset: u64,
+    capacity_sat: Option<u64>,
+}
+
+impl CompactionPlan {
+    /// Build the image of the records taken at phase 1 (a memory copy,
+    /// tens of milliseconds for the mainnet graph: the reason it runs
+    /// without the pipeline's lock).
+    pub fn build_image(&mut self) {
+        let bytes: usize = self
+            .records
+            .iter()
+            .map(|r| store::HEADER_LEN + r.msg.len())
+            .sum();
+        let n = self.records.len();
+        let mut image = Vec::with_capacity(1 + bytes + 22 * n / 3);
+        image.push(store::STORE_VERSION);
+        self.index.reserve(n);
+        for (k, r) in self.records.drain(..).enumerate() {
+            self.old.push(r.offset);
+            self.new.push(image.len() as u64);
+            self.len.push(r.msg.len());
+            self.index.insert(r.offset, k);
+            store::encode_record(&mut image, 0, r.seen, &r.msg);
+            if let Some(sat) = r.capacity_sat {
+                store::encode_record(&mut image, 0, r.seen, &store::channel_amount(sat));
+            }
+        }
+        self.image_len = image.len() as u64;
+        self.image = image;
+    }
 }
 
 /// A batch between the steps of a split [`Pipeline::process`].

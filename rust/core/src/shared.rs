@@ -9,9 +9,10 @@
 //! 3. `apply_announcements` (lock): accept channels, release their orphans;
 //! 4. verify the rest (no lock);
 //! 5. `finish` (lock): decide, commit the batch to the graph and the store;
-//! 6. when the store's deleted records pass half of it, compact it: build
-//!    the image (lock), write and sync it (no lock), carry over what changed
-//!    meanwhile and swap the file in (lock).
+//! 6. when the store's deleted records pass half of it, compact it: take
+//!    the live records' shared bytes (lock), build the image, write and sync
+//!    it (no lock), carry over what changed meanwhile and swap the file in
+//!    (lock).
 //!
 //! A reader holding the lock between any two steps sees the graph before or
 //! after the whole batch, never half of it ([`crate::graph`]).
@@ -31,7 +32,7 @@ pub enum Step {
     AnnouncementsApplied,
     /// Step 5 done: the batch is in the graph (and the store).
     Finished,
-    /// Compaction phase 1 done: the image is built.
+    /// Compaction phase 1 done, and the image built (without the lock).
     CompactionImage,
     /// Compaction phase 2 done: the image is written, not yet swapped in.
     CompactionWritten,
@@ -157,6 +158,7 @@ impl<M: AsRef<[u8]> + Send + Sync> SharedPipeline<M> {
             Ok(None) => return Ok(Ok(false)),
             Err(e) => return Ok(Err(e)),
         };
+        plan.build_image();
         at(Step::CompactionImage);
         let image = std::mem::take(&mut plan.image);
         let written = store::write_compaction(&plan.tmp, &image);
