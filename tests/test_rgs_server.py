@@ -647,7 +647,10 @@ def test_an_honest_client_is_served_through_200_slow_clients(
             for i in range(200)
         ]
         try:
-            await asyncio.sleep(1.3)  # all connected, past the eviction grace
+            # all connected, and the last admitted writing past the eviction
+            # grace (1 s) even on a loaded machine (at 1.3 s one run in three
+            # found no evictable reader and answered 503)
+            await asyncio.sleep(2.5)
             during = s.stats()
             assert during["requests"] >= held * 0.9, during
             t0 = time.monotonic()
