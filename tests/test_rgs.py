@@ -23,8 +23,7 @@ import pytest
 
 from lngossip import Graph, Pipeline, baseline, gen
 from lngossip.errors import ConfigError
-from lngossip.rgs import read_snapshot
-from lngossip.rgscli import SNAPSHOT_INTERVAL_S
+from lngossip.rgs import SNAPSHOT_INTERVAL_S, read_snapshot
 from tests.helpers import LNGOSSIP, rss
 from tests.test_rgs_reader import graph as ldk_graph
 from tests.test_rgs_reader import rgs_apply, run_rgs_apply

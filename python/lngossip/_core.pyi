@@ -10,6 +10,10 @@ from lngossip.types import Counters, StoreReport
 from lngossip.wire import Decision, Outcome, Policy
 
 __version__: str
+RGS_SNAPSHOT_INTERVAL_S: int
+"""The Rapid Gossip Sync snapshot grid, seconds (``rgs.rs``: 3 h)."""
+RGS_MAX_SCOPE_S: int
+"""The widest incremental Rapid Gossip Sync scope, seconds (``rgs.rs``: 21 days)."""
 LIMITS: dict[str, tuple[int, int]]
 """Inclusive ``(min, max)`` of every numeric argument, by bound name
 (``rust/core/src/limits.rs``, where each has its reason): ``threads``

@@ -23,14 +23,15 @@ from rich.live import Live
 from lngossip.cli import Inputs, open_out, pipeline_settings
 from lngossip.engine import DEFAULT_BATCH, Engine, PipelineLike, PipelineSettings, make_pipeline
 from lngossip.errors import ConfigError
+from lngossip.graph import Graph
 from lngossip.ingest import IngestReport, report_from, run
 from lngossip.metrics import serve_metrics
 from lngossip.net import messages as bolt
 from lngossip.net.node import GossipNode, NodeConfig
 from lngossip.net.transport import CodecName, Keys, TransportError, accept
 from lngossip.report import emit_report, store_damage
+from lngossip.rgs import SNAPSHOT_INTERVAL_S
 from lngossip.rgs_server import RgsServer
-from lngossip.rgscli import SNAPSHOT_INTERVAL_S
 from lngossip.wire import MAINNET_CHAIN_HASH
 
 __all__ = ["cmd_serve", "cmd_sync", "demo_tcp", "parse_peer"]
@@ -194,17 +195,13 @@ def rgs_server(pipeline: PipelineLike) -> RgsServer:
     the wall clock (the graph's generation: a live graph changes with every
     batch, and the reference server too regenerates once per interval).
 
-    Raises:
-        ConfigError: for the baseline engine (snapshots are the core's).
+    ``serve`` refuses ``--rgs`` with the baseline engine before it starts
+    (:meth:`Graph.rgs_snapshot` raises ``ConfigError`` there).
     """
-    reader = pipeline.graph
-    build = getattr(reader, "rgs_snapshot", None)
-    if build is None:
-        raise ConfigError("--rgs needs the Rust engine (snapshots are written by the core)")
+    graph = Graph(pipeline)
 
     def snapshot(since: int, version: int) -> bytes:
-        data: bytes = build(since, version)[0]
-        return data
+        return graph.rgs_snapshot(since, version)[0]
 
     return RgsServer(snapshot, generation=lambda: int(time.time()) // SNAPSHOT_INTERVAL_S)
 

@@ -70,18 +70,56 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
+from lngossip._core import RGS_MAX_SCOPE_S, RGS_SNAPSHOT_INTERVAL_S
 from lngossip.errors import RgsError
 
 __all__ = [
     "MAX_NODE_COUNT",
+    "MAX_SCOPE_S",
     "MAX_UPDATE_COUNT",
+    "SNAPSHOT_INTERVAL_S",
     "Announcement",
     "Defaults",
     "NodeDetails",
     "Snapshot",
     "Update",
     "read_snapshot",
+    "scope_since",
 ]
+
+#: The snapshot grid (seconds): ``latest_seen`` is rounded down to it and
+#: clients ask from grid points (``rgs.rs`` ``SNAPSHOT_INTERVAL_S``, the
+#: reference server's ``SYMLINK_GRANULARITY_INTERVAL``, 3 h).
+SNAPSHOT_INTERVAL_S: Final[int] = RGS_SNAPSHOT_INTERVAL_S
+#: The widest incremental scope (seconds): an older client gets the full
+#: snapshot (``rgs.rs`` ``MAX_SCOPE_S``, the reference's ``MAX_SNAPSHOT_SCOPE``).
+MAX_SCOPE_S: Final[int] = RGS_MAX_SCOPE_S
+
+
+def scope_since(
+    t: int,
+    reference: int,
+    interval: int = SNAPSHOT_INTERVAL_S,
+    max_scope: int | None = MAX_SCOPE_S,
+) -> int:
+    """The ``since`` of the snapshot a client whose last sync returned ``t``
+    gets when snapshots are made at ``reference`` (seconds, on the grid),
+    as the reference server's symlinks do: ``t`` itself for 0, at or after
+    ``reference``, or without ``max_scope``; otherwise ``reference`` less
+    the smallest scope (``interval`` doubled) covering ``reference - t``,
+    and 0 (the full snapshot) once the scopes reach ``max_scope``. Each
+    scope's snapshot holds everything since ``t`` and more: at most
+    ``log2(max_scope / interval) + 2`` snapshots per version serve every
+    ``t``."""
+    if t == 0 or max_scope is None or t >= reference:
+        return t
+    scope = interval
+    while scope < reference - t:
+        if scope >= max_scope:
+            return 0
+        scope *= 2
+    return max(reference - scope, 0)
+
 
 _PREFIX: Final = b"LDK"
 MAX_NODE_COUNT: Final = 200_000

@@ -111,6 +111,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from lngossip.errors import ConfigError
+from lngossip.rgs import MAX_SCOPE_S, SNAPSHOT_INTERVAL_S, scope_since
 
 __all__ = ["RgsCollector", "RgsServer"]
 
@@ -120,10 +121,10 @@ log = logging.getLogger(__name__)
 #: at most one line a minute per message
 _http_log = logging.getLogger(f"{__name__}.http")
 
-#: the reference server's snapshot grid, ``SYMLINK_GRANULARITY_INTERVAL`` (s)
-DEFAULT_INTERVAL = 3 * 3600
-#: the reference server's ``MAX_SNAPSHOT_SCOPE`` (s): older ``T`` get the full snapshot
-DEFAULT_MAX_SCOPE = 21 * 86400
+#: the snapshot grid (s), :data:`lngossip.rgs.SNAPSHOT_INTERVAL_S`
+DEFAULT_INTERVAL = SNAPSHOT_INTERVAL_S
+#: older ``T`` get the full snapshot (s), :data:`lngossip.rgs.MAX_SCOPE_S`
+DEFAULT_MAX_SCOPE = MAX_SCOPE_S
 
 #: bytes a response hands the socket at a time
 _CHUNK = 64 * 1024
@@ -872,18 +873,7 @@ class RgsServer:
         """The ``since`` a request for ``T`` is built from (see
         ``max_scope``): ``t`` itself for 0, for the latest grid point and
         without ``max_scope``; else ``reference - scope``, or 0."""
-        if t == 0 or self.max_scope is None:
-            return t
-        reference = now - now % self.interval
-        delta = reference - t
-        if delta <= 0:
-            return t
-        scope = self.interval
-        while scope < delta:
-            if scope >= self.max_scope:
-                return 0
-            scope *= 2
-        return max(reference - scope, 0)
+        return scope_since(t, now - now % self.interval, self.interval, self.max_scope)
 
     # -- builds --------------------------------------------------------------
 

@@ -27,18 +27,12 @@ from pathlib import Path
 from lngossip._core import LIMITS
 from lngossip.errors import ConfigError
 from lngossip.graph import Graph
+from lngossip.rgs import SNAPSHOT_INTERVAL_S, scope_since
 
-__all__ = ["SNAPSHOT_INTERVAL_S", "check_since", "cmd_rgs", "write_static_layout"]
+__all__ = ["check_since", "cmd_rgs", "write_static_layout"]
 
 log = logging.getLogger(__name__)
 
-#: The snapshot grid (seconds): ``latest_seen`` is rounded down to it and
-#: clients ask from grid points (``rgs.rs`` ``SNAPSHOT_INTERVAL_S``, the
-#: reference server's ``SYMLINK_GRANULARITY_INTERVAL``).
-SNAPSHOT_INTERVAL_S = 3 * 3600
-#: The widest incremental scope (seconds); a client older than this gets the
-#: full snapshot (the reference's ``MAX_SNAPSHOT_SCOPE``, 21 days).
-MAX_SNAPSHOT_SCOPE_S = 21 * 86_400
 #: The first grid point of the static layout: 2022-01-01, as the reference
 #: (a few months before RGS was released).
 LAYOUT_EPOCH = 1_640_995_200
@@ -63,14 +57,6 @@ def check_since(since: int, now: int, interval: int = SNAPSHOT_INTERVAL_S) -> No
         raise ConfigError(f"since {since} is in the future (now {now})")
 
 
-def _scopes(interval: int) -> list[int]:
-    """Incremental scopes: ``interval`` doubled until it covers 21 days."""
-    out = [interval]
-    while out[-1] < MAX_SNAPSHOT_SCOPE_S:
-        out.append(out[-1] * 2)
-    return out
-
-
 def write_static_layout(
     graph: Graph, out_dir: str | os.PathLike[str], interval: int = SNAPSHOT_INTERVAL_S
 ) -> dict[str, int]:
@@ -88,21 +74,23 @@ def write_static_layout(
     root = Path(out_dir)
     full = {v: graph.rgs_snapshot(0, v) for v in (1, 2)}
     reference = full[1][1]["latest_seen"]
+    # every grid point back to the epoch, and the snapshot it is served
+    points = range(reference, min(reference, LAYOUT_EPOCH) - 1, -interval)
+    since_of = {t: scope_since(t, reference, interval) for t in {*points, 0}}
     names: dict[int, str] = {}
     written = total = 0
     for v in (1, 2):
         (root / "snapshots" / ("v2" if v == 2 else "")).mkdir(parents=True, exist_ok=True)
-    for scope in [*_scopes(interval), 0, -1]:
-        since = 0 if scope == -1 else max(reference - scope, 0)
+    for since in sorted(set(since_of.values())):
         name = (
             "snapshot__full.lngossip"
-            if scope == -1
-            else f"snapshot__calculated-at:{reference}__range:{scope}-scope"
+            if since == 0
+            else f"snapshot__calculated-at:{reference}__range:{reference - since}-scope"
             f"__previous-sync:{since}.lngossip"
         )
-        names[scope] = name
+        names[since] = name
         for v in (1, 2):
-            data = full[v][0] if scope == -1 else graph.rgs_snapshot(since, v)[0]
+            data = full[v][0] if since == 0 else graph.rgs_snapshot(since, v)[0]
             path = root / "snapshots" / ("v2" if v == 2 else "") / name
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_bytes(data)
@@ -113,19 +101,11 @@ def write_static_layout(
     shutil.rmtree(pending, ignore_errors=True)
     (pending / "v2").mkdir(parents=True)
     links = 0
-    scopes = _scopes(interval)
-    for i in range(max((reference - LAYOUT_EPOCH) // interval, 0) + 1):
-        t = reference - i * interval
-        scope = 0 if i == 0 else next((s for s in scopes if i * interval <= s), -1)
+    for t, since in since_of.items():
         for sub, up in (("", ".."), ("v2", "../..")):
-            target = f"{up}/snapshots/{sub + '/' if sub else ''}{names[scope]}"
+            target = f"{up}/snapshots/{sub + '/' if sub else ''}{names[since]}"
             (pending / sub / f"{t}.bin").symlink_to(target)
             links += 1
-    for sub, up in (("", ".."), ("v2", "../..")):
-        (pending / sub / "0.bin").symlink_to(
-            f"{up}/snapshots/{sub + '/' if sub else ''}{names[-1]}"
-        )
-        links += 1
     (pending / "update_time.txt").write_text(f"{reference}\n")
     final = root / "symlinks"
     old = root / "symlinks.old"

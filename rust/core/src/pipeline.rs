@@ -581,14 +581,15 @@ impl<M: AsRef<[u8]> + Send + Sync> Pipeline<M> {
 
     /// Write the live records into a new store file and swap it in
     /// atomically (see [`crate::store`]), the three phases of
-    /// [`Pipeline::begin_compaction`] in one call; returns whether there
-    /// was a store.
+    /// [`Pipeline::begin_compaction`] in one call; returns whether it
+    /// compacted (false without a store, or while another compaction is in
+    /// progress), as [`crate::shared::SharedPipeline::compact`] does.
     ///
     /// # Errors
     /// See [`Store::finish_compaction`]; the old store stays in use.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
         let Some(mut plan) = self.begin_compaction()? else {
-            return Ok(self.store.is_some());
+            return Ok(false);
         };
         plan.build_image();
         let written = store::write_compaction(&plan.tmp, &plan.image);

@@ -54,6 +54,10 @@ pub const GOSSIP_PREFIX: [u8; 3] = *b"LDK";
 /// (the reference server's `SYMLINK_GRANULARITY_INTERVAL`), and clients ask
 /// for snapshots since a grid point.
 pub const SNAPSHOT_INTERVAL_S: u32 = 3 * 3600;
+/// The widest incremental scope: a client whose last sync is older gets
+/// the full snapshot (21 days, the reference server's `MAX_SNAPSHOT_SCOPE`;
+/// LDK refuses snapshots more than two weeks old anyway).
+pub const MAX_SCOPE_S: u32 = 21 * 86_400;
 /// An update the client had, seen more than 6 days before the graph's
 /// clock, may have been pruned by the client: send the new one in full
 /// (the reference's `CHANNEL_REMINDER_AGE`).

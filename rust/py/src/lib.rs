@@ -711,7 +711,7 @@ impl PyGraph {
         Ok(out)
     }
 
-    #[pyo3(signature = (since = 0, version = 2, interval = 10800))]
+    #[pyo3(signature = (since = 0, version = 2, interval = rgs::SNAPSHOT_INTERVAL_S as i128))]
     fn rgs_snapshot<'py>(
         &self,
         py: Python<'py>,
@@ -722,16 +722,17 @@ impl PyGraph {
         let since = checked(limits::NOW, "since", since)? as u32;
         let version = checked(limits::RGS_VERSION, "version", version)? as u8;
         let interval = checked(limits::RGS_INTERVAL_S, "interval", interval)? as u32;
-        let chain_hash = self.lock(py)?.config().chain_hash;
-        let opts = rgs::Options {
-            since,
-            version,
-            chain_hash,
-            interval,
-        };
-        let (bytes, s) = self
-            .read_detached(py, |g| rgs::snapshot(g, &opts))?
-            .map_err(Error::from)?;
+        // one locked read, without the GIL: the chain's hash and the graph
+        let (bytes, s) = detached(py, || -> Result<_, Error> {
+            let p = self.inner.lock()?;
+            let opts = rgs::Options {
+                since,
+                version,
+                chain_hash: p.config().chain_hash,
+                interval,
+            };
+            Ok(rgs::snapshot(p.graph(), &opts)?)
+        })?;
         let d = PyDict::new(py);
         d.set_item("version", version)?;
         d.set_item("since", since)?;
@@ -871,6 +872,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_time_bare_verify, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("RGS_SNAPSHOT_INTERVAL_S", rgs::SNAPSHOT_INTERVAL_S)?;
+    m.add("RGS_MAX_SCOPE_S", rgs::MAX_SCOPE_S)?;
     let bounds = PyDict::new(m.py());
     for (name, b) in limits::ALL {
         bounds.set_item(name, (b.min, b.max))?;
