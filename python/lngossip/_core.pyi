@@ -27,6 +27,8 @@ in both engines."""
 
 __all__ = [
     "LIMITS",
+    "RGS_MAX_SCOPE_S",
+    "RGS_SNAPSHOT_INTERVAL_S",
     "Admission",
     "Codec",
     "Feed",

@@ -18,6 +18,11 @@ use lngossip_core::Pipeline;
 use lngossip_core::{columns, rgs};
 
 use crate::errors::{config, detached, guarded, internal, Error};
+
+const _: () = assert!(
+    rgs::SNAPSHOT_INTERVAL_S == 10800,
+    "rgs_snapshot's default interval"
+);
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -711,7 +716,8 @@ impl PyGraph {
         Ok(out)
     }
 
-    #[pyo3(signature = (since = 0, version = 2, interval = rgs::SNAPSHOT_INTERVAL_S as i128))]
+    // the default `interval` is rgs::SNAPSHOT_INTERVAL_S (a literal, for the stubs' signature)
+    #[pyo3(signature = (since = 0, version = 2, interval = 10800))]
     fn rgs_snapshot<'py>(
         &self,
         py: Python<'py>,
